@@ -1,0 +1,1 @@
+"""Language-model foundation shared by the studies: loading, tiny models, tokenizer, corpus, pretraining."""

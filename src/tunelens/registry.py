@@ -1,0 +1,88 @@
+"""Named experiments: name -> (study, config class, default YAML, run function, one-line description).
+
+Config classes and run functions are given as `module:attribute` strings so that `tunelens list` and
+config errors do not pay for importing torch-heavy study code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunelens.config import TunelensConfig, UsageError, load_config
+
+RunFunction = Callable[[Any, Any], dict[str, Any]]
+
+
+def configs_dir() -> Path:
+    """Default YAMLs: `configs/` beside `src/` in a checkout, `tunelens/configs` in an installed wheel."""
+    packaged = Path(__file__).parent / "configs"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "configs"
+
+
+def _resolve(dotted: str) -> Any:
+    module_name, attribute = dotted.split(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    study: str
+    config: str  # "module:ConfigClass"
+    run: str  # "module:function" taking (config, Run) and returning the summary dict
+    summary: str
+
+    @property
+    def defaults_path(self) -> Path:
+        return configs_dir() / f"{self.name}.yaml"
+
+    def config_class(self) -> type[TunelensConfig]:
+        return _resolve(self.config)
+
+    def run_function(self) -> RunFunction:
+        return _resolve(self.run)
+
+    def load_config(self, config_file: str | Path | None = None, assignments: list[str] | None = None,
+                    extra: dict[str, Any] | None = None) -> TunelensConfig:
+        return load_config(self.config_class(), self.defaults_path, config_file, assignments, extra)
+
+
+def _spd(name: str, summary: str, config: str = "TmsSpdConfig") -> Experiment:
+    return Experiment(name, "spd", f"tunelens.spd.configs:{config}", "tunelens.spd.train:run", summary)
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in [
+        _spd("tms_5-2", "SPD of a toy model of superposition, 5 features in 2 dimensions"),
+        _spd("tms_5-2-id", "SPD of TMS 5-2 with a frozen 2x2 identity hidden layer"),
+        _spd("tms_40-10", "SPD of a toy model of superposition, 40 features in 10 dimensions"),
+        _spd("tms_40-10-id", "SPD of TMS 40-10 with a frozen 10x10 identity hidden layer"),
+        _spd("resid_mlp1", "SPD of a 1-layer residual MLP computing 100 ReLUs in 50 neurons",
+             "ResidMlpSpdConfig"),
+        _spd("resid_mlp2", "SPD of a 2-layer residual MLP (25 neurons per layer, 100 features)",
+             "ResidMlpSpdConfig"),
+        _spd("resid_mlp3", "SPD of a 3-layer residual MLP (17 neurons per layer, 102 features)",
+             "ResidMlpSpdConfig"),
+    ]
+}
+
+
+def get_experiment(name: str) -> Experiment:
+    if name in EXPERIMENTS:
+        return EXPERIMENTS[name]
+    close = difflib.get_close_matches(name, EXPERIMENTS, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(EXPERIMENTS)}"
+    raise UsageError(f"unknown experiment '{name}'{hint}")
+
+
+def register(experiment: Experiment) -> None:
+    """Add an experiment (studies call this at import of `tunelens.registry`'s table)."""
+    EXPERIMENTS[experiment.name] = experiment

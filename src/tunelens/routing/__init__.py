@@ -1,0 +1,1 @@
+"""Gradient routing study (dual adapters; MBPP reward hacking)."""
