@@ -54,8 +54,8 @@ class Experiment:
         return load_config(self.config_class(), self.defaults_path, config_file, assignments, extra)
 
 
-def _spd(name: str, summary: str, config: str = "TmsSpdConfig") -> Experiment:
-    return Experiment(name, "spd", f"tunelens.spd.configs:{config}", "tunelens.spd.train:run", summary)
+def _spd(name: str, summary: str) -> Experiment:
+    return Experiment(name, "spd", "tunelens.spd.configs:SpdConfig", "tunelens.spd.train:run", summary)
 
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -65,12 +65,9 @@ EXPERIMENTS: dict[str, Experiment] = {
         _spd("tms_5-2-id", "SPD of TMS 5-2 with a frozen 2x2 identity hidden layer"),
         _spd("tms_40-10", "SPD of a toy model of superposition, 40 features in 10 dimensions"),
         _spd("tms_40-10-id", "SPD of TMS 40-10 with a frozen 10x10 identity hidden layer"),
-        _spd("resid_mlp1", "SPD of a 1-layer residual MLP computing 100 ReLUs in 50 neurons",
-             "ResidMlpSpdConfig"),
-        _spd("resid_mlp2", "SPD of a 2-layer residual MLP (25 neurons per layer, 100 features)",
-             "ResidMlpSpdConfig"),
-        _spd("resid_mlp3", "SPD of a 3-layer residual MLP (17 neurons per layer, 102 features)",
-             "ResidMlpSpdConfig"),
+        _spd("resid_mlp1", "SPD of a 1-layer residual MLP computing 100 ReLUs in 50 neurons"),
+        _spd("resid_mlp2", "SPD of a 2-layer residual MLP (25 neurons per layer, 100 features)"),
+        _spd("resid_mlp3", "SPD of a 3-layer residual MLP (17 neurons per layer, 102 features)"),
     ]
 }
 

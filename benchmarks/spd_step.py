@@ -1,0 +1,66 @@
+"""Time one SPD optimisation step (forward of every loss term, backward, AdamW) for registered experiments.
+
+    uv run python benchmarks/spd_step.py tms_5-2 resid_mlp1 --repeats 7 --steps 20 --threads 1
+
+Prints the median (and min/max) seconds per step over `repeats` blocks of `steps` steps each. Targets come from
+the cache (trained on first use), so the first call of a fresh machine also trains them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from tunelens.registry import get_experiment
+from tunelens.runs import seed_everything
+from tunelens.spd.train import OUTPUT_LOSSES, build_component_model, build_target, loss_terms, prepare, total_loss
+
+
+def time_steps(name: str, repeats: int, steps: int, overrides: list[str]) -> list[float]:
+    config = get_experiment(name).load_config(assignments=overrides)
+    seed_everything(config.seed)
+    target = build_target(config, torch.device("cpu"), lambda message: None)
+    model = build_component_model(config, target)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=0.0)
+    output_loss = OUTPUT_LOSSES[target.output_loss]
+
+    def step() -> None:
+        inputs = prepare(model, target.sample_batch(config.optim.batch_size))
+        loss = total_loss(loss_terms(model, inputs, config, output_loss, 0.5), config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):  # warm-up: allocator, lazy init
+        step()
+    per_step = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        per_step.append((time.perf_counter() - start) / steps)
+    return per_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="+")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name in args.names:
+        times = time_steps(name, args.repeats, args.steps, args.overrides)
+        print(f"{name}\tthreads={torch.get_num_threads()}\tmedian {statistics.median(times) * 1e3:.2f} ms/step"
+              f"\tmin {min(times) * 1e3:.2f}\tmax {max(times) * 1e3:.2f}\t({args.repeats}x{args.steps} steps)")
+
+
+if __name__ == "__main__":
+    main()

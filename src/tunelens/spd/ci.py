@@ -1,0 +1,113 @@
+"""Causal-importance functions: one raw importance per subcomponent, from cheap per-layer inputs.
+
+- `mlp`: C independent tiny MLPs, each reading only its own subcomponent's scalar inner activation v_c·x.
+- `vector_mlp`: C independent MLPs, each reading the whole layer input x.
+- `shared_mlp`: one MLP from x to C outputs.
+All are evaluated as batched tensor products over the C axis, never as a Python loop over components.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import einops
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+CiFnType = Literal["mlp", "vector_mlp", "shared_mlp"]
+
+
+class ParallelLinear(nn.Module):
+    """C independent linear maps applied at once: (..., C, d_in) -> (..., C, d_out)."""
+
+    def __init__(self, C: int, d_in: int, d_out: int, gain: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(C, d_in, d_out) * gain / math.sqrt(d_in))
+        self.bias = nn.Parameter(torch.zeros(C, d_out))
+
+    def forward(self, x: Float[Tensor, "... C d_in"]) -> Float[Tensor, "... C d_out"]:
+        # The 1-wide ends of scalar MLPs are broadcasts, not matmuls; a batched matmul would return a permuted
+        # (non-contiguous) result that makes the following GELU's backward several times slower on CPU.
+        d_in, d_out = self.weight.shape[1:]
+        if d_in == 1:
+            return x * self.weight[:, 0, :] + self.bias
+        if d_out == 1:
+            return (x * self.weight[:, :, 0]).sum(-1, keepdim=True) + self.bias
+        out = einops.einsum(x, self.weight, "... C d_in, C d_in d_out -> ... C d_out")
+        return out.contiguous() + self.bias
+
+
+class ScalarMlpCi(nn.Module):
+    """`mlp`: per subcomponent, 1 -> hidden -> ... -> 1 on the scalar inner activation."""
+
+    uses_inner_acts = True
+
+    def __init__(self, C: int, d_in: int, hidden: list[int]):
+        super().__init__()
+        dims = [1, *hidden, 1]
+        self.layers = nn.ModuleList(
+            ParallelLinear(C, a, b, gain=math.sqrt(2) if i < len(dims) - 2 else 1.0)
+            for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))
+        )
+
+    def forward(self, inner_acts: Float[Tensor, "... C"]) -> Float[Tensor, "... C"]:
+        h = inner_acts.unsqueeze(-1)
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
+                h = F.gelu(h)
+        return h.squeeze(-1)
+
+
+class VectorMlpCi(nn.Module):
+    """`vector_mlp`: per subcomponent, d_in -> hidden -> ... -> 1 on the whole layer input."""
+
+    uses_inner_acts = False
+
+    def __init__(self, C: int, d_in: int, hidden: list[int]):
+        super().__init__()
+        if not hidden:
+            raise ValueError("vector_mlp needs at least one hidden layer")
+        self.first = nn.Parameter(torch.randn(d_in, C, hidden[0]) * math.sqrt(2 / d_in))
+        self.first_bias = nn.Parameter(torch.zeros(C, hidden[0]))
+        dims = [*hidden, 1]
+        self.rest = nn.ModuleList(
+            ParallelLinear(C, a, b, gain=math.sqrt(2) if i < len(dims) - 2 else 1.0)
+            for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))
+        )
+
+    def forward(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... C"]:
+        h = einops.einsum(x, self.first, "... d_in, d_in C h -> ... C h") + self.first_bias
+        for layer in self.rest:
+            h = layer(F.gelu(h))
+        return h.squeeze(-1)
+
+
+class SharedMlpCi(nn.Module):
+    """`shared_mlp`: one MLP d_in -> hidden -> ... -> C."""
+
+    uses_inner_acts = False
+
+    def __init__(self, C: int, d_in: int, hidden: list[int]):
+        super().__init__()
+        dims = [d_in, *hidden, C]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            linear = nn.Linear(a, b)
+            nn.init.normal_(linear.weight, std=(math.sqrt(2) if i < len(dims) - 2 else 1.0) / math.sqrt(a))
+            nn.init.zeros_(linear.bias)
+            layers += [linear, nn.GELU()]
+        self.net = nn.Sequential(*layers[:-1])
+
+    def forward(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... C"]:
+        return self.net(x)
+
+
+def make_ci_fn(kind: CiFnType, C: int, d_in: int, hidden: list[int], is_embedding: bool = False) -> nn.Module:
+    if is_embedding and kind != "mlp":
+        raise ValueError("embedding layers only support the `mlp` causal-importance function (token ids have no "
+                         "vector input)")
+    return {"mlp": ScalarMlpCi, "vector_mlp": VectorMlpCi, "shared_mlp": SharedMlpCi}[kind](C, d_in, hidden)

@@ -1,0 +1,129 @@
+"""A frozen target model whose chosen layers can be swapped, per call, for masked subcomponents.
+
+Without masks a call is the plain target forward. `forward_target` also records each decomposed layer's
+input, which is what the causal-importance functions read. `forward_masked` replaces the named layers by
+their components under the given masks; layers not named run as the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from tunelens.spd.ci import CiFnType, make_ci_fn
+from tunelens.spd.components import EmbeddingComponents, LinearComponents, make_components
+from tunelens.spd.sigmoids import SigmoidType, importance_pair
+
+
+@dataclass
+class LayerMask:
+    """How one layer runs in a masked forward pass."""
+
+    mask: Float[Tensor, "... C"]
+    delta_mask: Float[Tensor, "..."] | None = None
+    routing: Tensor | None = None  # bool (...): True = components, False = target layer
+    inner: Float[Tensor, "... C"] | None = None  # precomputed x V, valid when the layer sees the cached input
+
+
+@dataclass
+class Importances:
+    """Per layer: inner activations x V, importance for masks/metrics, importance for the penalty."""
+
+    inner: dict[str, Tensor]
+    lower: dict[str, Tensor]
+    upper: dict[str, Tensor]
+
+
+def module_key(name: str) -> str:
+    return name.replace(".", "-")
+
+
+class ComponentModel(nn.Module):
+    def __init__(self, target: nn.Module, forward_fn: Callable[[nn.Module, Tensor], Tensor],
+                 module_C: dict[str, int], ci_fn_type: CiFnType, ci_fn_hidden: list[int],
+                 sigmoid_type: SigmoidType = "leaky_hard"):
+        super().__init__()
+        trainable = [n for n, p in target.named_parameters() if p.requires_grad]
+        assert not trainable, f"target must be frozen, trainable: {trainable[:3]}"
+        self.target = target
+        self.forward_fn = forward_fn
+        self.names = list(module_C)
+        self.sigmoid_type = sigmoid_type
+        modules = dict(target.named_modules())
+        missing = [n for n in self.names if n not in modules]
+        if missing:
+            raise KeyError(f"no module named {missing[0]} in the target (have: {', '.join(list(modules)[1:12])} ...)")
+        self.components = nn.ModuleDict({module_key(n): make_components(modules[n], C) for n, C in module_C.items()})
+        self.ci_fns = nn.ModuleDict()
+        for name, C in module_C.items():
+            module = modules[name]
+            d_in = module.weight.shape[1] if isinstance(module, nn.Linear) else module.weight.shape[0]
+            self.ci_fns[module_key(name)] = make_ci_fn(ci_fn_type, C, d_in, ci_fn_hidden,
+                                                       is_embedding=isinstance(module, nn.Embedding))
+        self._masks: dict[str, LayerMask] | None = None
+        self._deltas: dict[str, Tensor] | None = None
+        self._cache: dict[str, Tensor] | None = None
+        for name in self.names:
+            self._wrap(name, modules[name])
+
+    def _wrap(self, name: str, module: nn.Module) -> None:
+        """Route the module's own forward through the active masks (instance-level override, no copy)."""
+        original = module.forward
+        comps = self.components[module_key(name)]
+
+        def forward(x: Tensor) -> Tensor:
+            if self._cache is not None:
+                self._cache[name] = x
+            layer = self._masks.get(name) if self._masks is not None else None
+            if layer is None:
+                return original(x)
+            inner = layer.inner if layer.inner is not None else comps.inner_acts(x)
+            delta = self._deltas[name] if (layer.delta_mask is not None and self._deltas is not None) else None
+            out = comps.masked_forward(x, inner, layer.mask, layer.delta_mask, delta)
+            if layer.routing is not None:
+                out = torch.where(layer.routing.unsqueeze(-1), out, original(x))
+            return out
+
+        module.forward = forward
+
+    def component(self, name: str) -> LinearComponents | EmbeddingComponents:
+        return self.components[module_key(name)]
+
+    # ------------------------------------------------------------------------------------------- passes
+    def forward_target(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Target output and each decomposed layer's input (no gradients: the target is fixed)."""
+        self._cache = {}
+        try:
+            with torch.no_grad():
+                out = self.forward_fn(self.target, x)
+            return out, self._cache
+        finally:
+            self._cache = None
+
+    def forward_masked(self, x: Tensor, masks: dict[str, LayerMask],
+                       weight_deltas: dict[str, Tensor] | None = None) -> Tensor:
+        self._masks, self._deltas = masks, weight_deltas
+        try:
+            return self.forward_fn(self.target, x)
+        finally:
+            self._masks, self._deltas = None, None
+
+    def importances(self, layer_inputs: dict[str, Tensor]) -> Importances:
+        inner, lower, upper = {}, {}, {}
+        for name in self.names:
+            inner[name] = self.component(name).inner_acts(layer_inputs[name])
+            ci_fn = self.ci_fns[module_key(name)]
+            raw = ci_fn(inner[name] if ci_fn.uses_inner_acts else layer_inputs[name])
+            lower[name], upper[name] = importance_pair(raw, self.sigmoid_type)
+        return Importances(inner, lower, upper)
+
+    def weight_deltas(self) -> dict[str, Tensor]:
+        """W − Σ_c (rank-one pieces) per layer: the faithfulness residual and the delta component's weight."""
+        return {n: self.component(n).target_weight() - self.component(n).weight() for n in self.names}
+
+    def trainable_state(self) -> dict[str, Tensor]:
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("target.")}

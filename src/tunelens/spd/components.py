@@ -1,0 +1,108 @@
+"""Rank-one subcomponents of one weight matrix.
+
+A decomposed matrix W (d_out × d_in) is approximated by Σ_c U[c]ᵀ V[:, c]ᵀ: C rank-one pieces, C may exceed
+the rank. A forward pass with mask m (one value per subcomponent, per example) computes
+    y = ((x V) ⊙ m) U + b + δ · x (W − (V U)ᵀ)ᵀ
+where b is the target's (never decomposed) bias and the last term is the optional delta component with its
+own scalar mask δ. With m = 1 and δ = 1 this is exactly the target layer, whatever V and U are.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import einops
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+
+class Components(Protocol):
+    C: int
+    V: nn.Parameter
+    U: nn.Parameter
+
+    def inner_acts(self, x: Tensor) -> Float[Tensor, "... C"]: ...
+    def weight(self) -> Tensor: ...
+    def target_weight(self) -> Tensor: ...
+    def masked_forward(self, x: Tensor, inner: Tensor, mask: Tensor, delta_mask: Tensor | None,
+                       weight_delta: Tensor | None) -> Tensor: ...
+
+
+class LinearComponents(nn.Module):
+    """Subcomponents of an `nn.Linear`; the target layer is referenced, not copied."""
+
+    def __init__(self, target: nn.Linear, C: int):
+        super().__init__()
+        self.C = C
+        d_out, d_in = target.weight.shape
+        self.V = nn.Parameter(torch.randn(d_in, C, device=target.weight.device) / math.sqrt(d_in))
+        self.U = nn.Parameter(torch.randn(C, d_out, device=target.weight.device) / math.sqrt(C))
+        self._target = [target]  # a list keeps the frozen layer out of this module's parameters
+
+    def target_weight(self) -> Float[Tensor, "d_out d_in"]:
+        return self._target[0].weight
+
+    def weight(self) -> Float[Tensor, "d_out d_in"]:
+        return (self.V @ self.U).T
+
+    def inner_acts(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... C"]:
+        return x @ self.V
+
+    def masked_forward(self, x: Float[Tensor, "... d_in"], inner: Float[Tensor, "... C"],
+                       mask: Float[Tensor, "... C"], delta_mask: Float[Tensor, "..."] | None,
+                       weight_delta: Float[Tensor, "d_out d_in"] | None) -> Float[Tensor, "... d_out"]:
+        out = (inner * mask) @ self.U
+        if self._target[0].bias is not None:
+            out = out + self._target[0].bias
+        if delta_mask is not None:
+            assert weight_delta is not None
+            out = out + delta_mask.unsqueeze(-1) * F.linear(x, weight_delta)
+        return out
+
+    def subcomponent_matrices(self) -> Float[Tensor, "C d_out d_in"]:
+        return einops.einsum(self.U, self.V, "C d_out, d_in C -> C d_out d_in")
+
+
+class EmbeddingComponents(nn.Module):
+    """Subcomponents of an `nn.Embedding` (weight vocab × d_model, used as W = weightᵀ acting on one-hots):
+    the inner activation of token t is just row t of V, so no one-hot is ever built."""
+
+    def __init__(self, target: nn.Embedding, C: int):
+        super().__init__()
+        self.C = C
+        vocab, d_model = target.weight.shape
+        self.V = nn.Parameter(torch.randn(vocab, C, device=target.weight.device))
+        self.U = nn.Parameter(torch.randn(C, d_model, device=target.weight.device) / math.sqrt(C))
+        self._target = [target]
+
+    def target_weight(self) -> Float[Tensor, "vocab d_model"]:
+        return self._target[0].weight
+
+    def weight(self) -> Float[Tensor, "vocab d_model"]:
+        return self.V @ self.U
+
+    def inner_acts(self, token_ids: Int[Tensor, "..."]) -> Float[Tensor, "... C"]:
+        return self.V[token_ids]
+
+    def masked_forward(self, token_ids: Int[Tensor, "..."], inner: Float[Tensor, "... C"],
+                       mask: Float[Tensor, "... C"], delta_mask: Float[Tensor, "..."] | None,
+                       weight_delta: Float[Tensor, "vocab d_model"] | None) -> Float[Tensor, "... d_model"]:
+        out = (inner * mask) @ self.U
+        if delta_mask is not None:
+            assert weight_delta is not None
+            out = out + delta_mask.unsqueeze(-1) * weight_delta[token_ids]
+        return out
+
+    def subcomponent_matrices(self) -> Float[Tensor, "C vocab d_model"]:
+        return einops.einsum(self.V, self.U, "vocab C, C d_model -> C vocab d_model")
+
+
+def make_components(module: nn.Module, C: int) -> LinearComponents | EmbeddingComponents:
+    if isinstance(module, nn.Linear):
+        return LinearComponents(module, C)
+    if isinstance(module, nn.Embedding):
+        return EmbeddingComponents(module, C)
+    raise TypeError(f"cannot decompose {type(module).__name__}: only nn.Linear and nn.Embedding are supported")

@@ -1,0 +1,99 @@
+"""Residual MLPs doing compressed computation: 100 features embedded in a 1000-dim residual stream by a
+fixed random unit-norm embedding W_E (unembedding W_Eᵀ), then n_layers blocks resid += W_out ReLU(W_in resid).
+Trained to output y_i = x_i + ReLU(x_i) with features on with probability 0.01, values U[−1, 1]: the MLPs
+must compute 100 ReLUs with fewer neurons than features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+from torch import Tensor, nn
+
+from tunelens.config import Schedule, schedule_value
+from tunelens.spd.targets import CiPattern, Target, cached_training, call_module, freeze
+from tunelens.spd.targets.tms import sparse_features
+
+
+class ResidMlpTargetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["resid_mlp"] = "resid_mlp"
+    n_features: PositiveInt = Field(100, description="Number of sparse input features.")
+    d_embed: PositiveInt = Field(1000, description="Residual stream width.")
+    d_mlp: PositiveInt = Field(50, description="Neurons per MLP layer.")
+    n_layers: PositiveInt = Field(1, description="Residual MLP blocks.")
+    feature_prob: float = Field(0.01, gt=0, le=1, description="Probability that a feature is on.")
+    train_steps: PositiveInt = Field(1000, description="Target training steps (AdamW, cosine to 0).")
+    train_batch_size: PositiveInt = Field(2048, description="Target training batch size.")
+    train_lr: PositiveFloat = Field(3e-3, description="Peak target learning rate.")
+    train_seed: NonNegativeInt = Field(0, description="Seed of the embedding and training draws.")
+
+
+class Block(nn.Module):
+    def __init__(self, d_embed: int, d_mlp: int):
+        super().__init__()
+        self.mlp_in = nn.Linear(d_embed, d_mlp, bias=False)
+        self.mlp_out = nn.Linear(d_mlp, d_embed, bias=False)
+
+    def forward(self, resid: Tensor) -> Tensor:
+        return resid + self.mlp_out(torch.relu(self.mlp_in(resid)))
+
+
+class ResidMlp(nn.Module):
+    def __init__(self, n_features: int, d_embed: int, d_mlp: int, n_layers: int, embedding: Tensor):
+        super().__init__()
+        self.register_buffer("W_E", embedding)  # (n_features, d_embed), unit-norm rows, fixed
+        self.layers = nn.ModuleList(Block(d_embed, d_mlp) for _ in range(n_layers))
+
+    def forward(self, x: Tensor) -> Tensor:
+        resid = x @ self.W_E
+        for block in self.layers:
+            resid = block(resid)
+        return resid @ self.W_E.T
+
+
+def random_unit_embedding(n_features: int, d_embed: int, generator: torch.Generator) -> Tensor:
+    rows = torch.randn(n_features, d_embed, generator=generator)
+    return rows / rows.norm(dim=1, keepdim=True)
+
+
+def train_resid_mlp(config: ResidMlpTargetConfig, log: Callable[[str], None]) -> tuple[dict[str, Tensor], dict]:
+    generator = torch.Generator().manual_seed(config.train_seed)
+    torch.manual_seed(config.train_seed)
+    model = ResidMlp(config.n_features, config.d_embed, config.d_mlp, config.n_layers,
+                     random_unit_embedding(config.n_features, config.d_embed, generator))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train_lr, weight_decay=0.01)
+    schedule = Schedule(kind="cosine")
+    loss = torch.tensor(float("nan"))
+    for step in range(config.train_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = schedule_value(schedule, config.train_lr, step, config.train_steps)
+        x = sparse_features(config.train_batch_size, config.n_features, config.feature_prob, -1.0, generator)
+        loss = (model(x) - (x + torch.relu(x))).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    log(f"target: final loss {float(loss):.3e}")
+    return dict(model.state_dict()), {"target_loss": float(loss)}
+
+
+def build_resid_mlp_target(config: ResidMlpTargetConfig, device: torch.device, log: Callable[[str], None]) -> Target:
+    weights, info = cached_training("resid_mlp", config, lambda: train_resid_mlp(config, log), log)
+    model = ResidMlp(config.n_features, config.d_embed, config.d_mlp, config.n_layers, weights["W_E"])
+    model.load_state_dict(weights)
+    model = freeze(model.to(device))
+    mlp_in = tuple(f"layers.{i}.mlp_in" for i in range(config.n_layers))
+    mlp_out = tuple(f"layers.{i}.mlp_out" for i in range(config.n_layers))
+    names = [name for pair in zip(mlp_in, mlp_out) for name in pair]
+    patterns = [CiPattern(mlp_in, "identity", config.n_features),
+                CiPattern(mlp_out, "dense", config.d_mlp * config.n_layers)]
+
+    def sample(batch_size: int) -> Tensor:
+        return sparse_features(batch_size, config.n_features, config.feature_prob, -1.0, None, device)
+
+    return Target(model=model, forward_fn=call_module, module_names=names, sample_batch=sample, output_loss="mse",
+                  one_hot_inputs=0.75 * torch.eye(config.n_features, device=device), ci_patterns=patterns, info=info)

@@ -1,0 +1,93 @@
+import torch
+from torch import nn
+
+from tunelens.spd.component_model import ComponentModel, LayerMask
+from tunelens.spd.losses import faithfulness_loss
+from tunelens.spd.targets import call_module, freeze
+
+
+class TwoLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(11, 6)
+        self.fc1 = nn.Linear(6, 5)
+        self.fc2 = nn.Linear(5, 4, bias=False)
+
+    def forward(self, ids):
+        return self.fc2(torch.relu(self.fc1(self.embed(ids))))
+
+
+def make_model(ci_fn_type="mlp"):
+    torch.manual_seed(0)
+    target = freeze(TwoLayer())
+    C = {"embed": 7, "fc1": 3, "fc2": 9}
+    if ci_fn_type != "mlp":
+        C.pop("embed")
+    return ComponentModel(target, call_module, C, ci_fn_type, [4]), target
+
+
+def test_all_masks_one_with_delta_reproduces_target_exactly():
+    model, target = make_model()
+    ids = torch.randint(0, 11, (3, 8))
+    expected = target(ids)
+    masks = {n: LayerMask(mask=torch.ones(3, 8, model.component(n).C), delta_mask=torch.ones(3, 8))
+             for n in model.names}
+    out = model.forward_masked(ids, masks, model.weight_deltas())
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert not torch.allclose(model.forward_masked(ids, {n: LayerMask(mask=masks[n].mask) for n in model.names}),
+                              expected, atol=1e-3)  # without the delta the random components are not the target
+
+
+def test_components_equal_to_the_weights_reproduce_target_without_delta():
+    model, target = make_model()
+    with torch.no_grad():  # make fc2 exactly representable: rank ≤ 4 ≤ C = 9
+        U, S, Vh = torch.linalg.svd(target.fc2.weight, full_matrices=False)
+        comps = model.component("fc2")
+        comps.V.zero_()
+        comps.U.zero_()
+        comps.V[:, :4] = (Vh.T * S)
+        comps.U[:4] = U.T
+    assert faithfulness_loss({"fc2": model.weight_deltas()["fc2"]}) < 1e-10
+    x = torch.randint(0, 11, (2, 5))
+    out = model.forward_masked(x, {"fc2": LayerMask(mask=torch.ones(2, 5, 9))})
+    assert torch.allclose(out, target(x), atol=1e-5)
+
+
+def test_plain_call_is_target_and_cache_holds_layer_inputs():
+    model, target = make_model()
+    ids = torch.randint(0, 11, (2, 3))
+    out, cache = model.forward_target(ids)
+    assert torch.equal(out, target(ids))
+    assert torch.equal(cache["embed"], ids)
+    assert torch.allclose(cache["fc1"], target.embed(ids))
+    assert torch.allclose(cache["fc2"], torch.relu(target.fc1(target.embed(ids))))
+
+
+def test_only_components_and_ci_fns_train_and_shapes():
+    for kind in ["mlp", "vector_mlp", "shared_mlp"]:
+        model, target = make_model(kind)
+        assert all(not p.requires_grad for p in target.parameters())
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        assert trainable and all(n.startswith(("components.", "ci_fns.")) for n in trainable)
+        _, cache = model.forward_target(torch.randint(0, 11, (2, 3)))
+        imp = model.importances(cache)
+        assert imp.lower["fc2"].shape == (2, 3, 9)
+        assert imp.upper["fc1"].shape == (2, 3, 3)
+
+
+def test_routing_mask_selects_components_per_example():
+    model, target = make_model()
+    ids = torch.randint(0, 11, (4, 3))
+    zeros = {"fc1": LayerMask(mask=torch.zeros(4, 3, 3), routing=torch.tensor([True, False, True, False])[:, None]
+                              .expand(4, 3))}
+    out = model.forward_masked(ids, zeros)
+    expected = target(ids)
+    assert torch.allclose(out[1], expected[1]) and torch.allclose(out[3], expected[3])
+    assert not torch.allclose(out[0], expected[0])
+
+
+def test_subcomponent_matrices_sum_to_component_weight():
+    model, _ = make_model()
+    for name in model.names:
+        comps = model.component(name)
+        assert torch.allclose(comps.subcomponent_matrices().sum(0), comps.weight(), atol=1e-5)

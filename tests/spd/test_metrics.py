@@ -1,0 +1,38 @@
+import pytest
+import torch
+
+from tunelens.spd import metrics
+
+
+def test_alive_and_l0_hand_computed():
+    g = torch.tensor([[0.9, 0.0, 0.15], [0.2, 0.0, 0.0], [0.0, 0.05, 0.3]])
+    assert metrics.n_alive(g, 0.1) == 2  # columns 0 and 2 exceed 0.1 somewhere
+    assert metrics.ci_l0(g, 0.1) == pytest.approx(4 / 3)  # 2 + 1 + 1 above 0.1 over 3 rows
+
+
+def test_mmcs_ml2r_hand_computed():
+    target = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    comps = torch.zeros(2, 3, 2)
+    comps[0, 1] = torch.tensor([2.0, 0.0])  # piece 0 matched exactly in direction, norm ratio 2
+    comps[0, 2] = torch.tensor([1.0, 1.0])  # cos 0.707, not the best
+    comps[1, 0] = torch.tensor([1.0, 1.0])  # piece 1 best cos = 1/sqrt(2), norm ratio sqrt(2)/2
+    mmcs, ml2r = metrics.mmcs_ml2r(target, comps)
+    assert mmcs == pytest.approx((1 + 2**-0.5) / 2, abs=1e-6)
+    assert ml2r == pytest.approx((2 + 2**0.5 / 2) / 2, abs=1e-6)
+
+
+def test_identity_pattern_error_is_zero_for_permuted_identity_and_counts_deviations():
+    perfect = torch.zeros(3, 5)
+    perfect[0, 4], perfect[1, 0], perfect[2, 2] = 1.0, 0.95, 1.0
+    assert metrics.identity_pattern_error(perfect) == 0
+    broken = perfect.clone()
+    broken[0, 1] = 0.5  # one stray entry
+    broken[2, 2] = 0.5  # one weak diagonal (its best column still is 2)
+    assert metrics.identity_pattern_error(broken) == 2
+
+
+def test_dense_pattern_error():
+    perfect = torch.tensor([[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.95, 0.0]])
+    assert metrics.dense_pattern_error(perfect, k=2) == 0
+    assert metrics.dense_pattern_error(perfect, k=3) == 1  # third column never reaches 0.9
+    assert metrics.dense_pattern_error(perfect, k=1) == 2  # column 2 is on (>0.1) on both inputs
