@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, \
-    model_validator
+    ValidationInfo, field_validator, model_validator
 
 from tunelens.config import Schedule, TunelensConfig
 from tunelens.spd.ci import CiFnType
@@ -91,3 +91,17 @@ class SpdConfig(TunelensConfig):
     optim: Optimization = Field(default_factory=Optimization)
     eval: Evaluation = Field(default_factory=Evaluation)
     save_checkpoint: bool = Field(True, description="Write components.safetensors at the end.")
+
+    @field_validator("C")
+    @classmethod
+    def _components_name_decomposed_modules(cls, C: int | dict[str, int], info: ValidationInfo
+                                            ) -> int | dict[str, int]:
+        target = info.data.get("target")
+        if isinstance(C, dict) and target is not None and set(C) != set(target.module_names()):
+            raise ValueError(f"give a count for exactly the decomposed modules {target.module_names()}, "
+                             f"got {sorted(C)}")
+        return C
+
+    def components_per_module(self) -> dict[str, int]:
+        names = self.target.module_names()
+        return {name: self.C for name in names} if isinstance(self.C, int) else {name: self.C[name] for name in names}

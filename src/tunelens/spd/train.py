@@ -49,24 +49,8 @@ def build_target(config: SpdConfig, device: torch.device, log: Callable[[str], N
     raise AssertionError(f"unhandled target kind {config.target.kind}")
 
 
-def components_per_module(config: SpdConfig, names: list[str]) -> dict[str, int]:
-    if isinstance(config.C, int):
-        return {name: config.C for name in names}
-    unknown = set(config.C) - set(names)
-    if unknown:
-        from tunelens.config import UsageError
-
-        raise UsageError(f"C names unknown module(s) {sorted(unknown)}; decomposed modules are {names}")
-    missing = [name for name in names if name not in config.C]
-    if missing:
-        from tunelens.config import UsageError
-
-        raise UsageError(f"C gives no count for module(s) {missing}")
-    return {name: config.C[name] for name in names}
-
-
 def build_component_model(config: SpdConfig, target: Target) -> ComponentModel:
-    return ComponentModel(target.model, target.forward_fn, components_per_module(config, target.module_names),
+    return ComponentModel(target.model, target.forward_fn, config.components_per_module(),
                           config.ci_fn_type, list(config.ci_fn_hidden), config.sigmoid_type)
 
 
@@ -280,7 +264,7 @@ def faithfulness_warmup(model: ComponentModel, config: SpdConfig) -> float:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return float(loss)
+    return loss.item()
 
 
 def optimize(model: ComponentModel, target: Target, config: SpdConfig, run: Run | None = None) -> dict[str, Any]:

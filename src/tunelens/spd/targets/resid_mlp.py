@@ -32,6 +32,9 @@ class ResidMlpTargetConfig(BaseModel):
     train_lr: PositiveFloat = Field(3e-3, description="Peak target learning rate.")
     train_seed: NonNegativeInt = Field(0, description="Seed of the embedding and training draws.")
 
+    def module_names(self) -> list[str]:
+        return [f"layers.{i}.{part}" for i in range(self.n_layers) for part in ("mlp_in", "mlp_out")]
+
 
 class Block(nn.Module):
     def __init__(self, d_embed: int, d_mlp: int):
@@ -77,8 +80,8 @@ def train_resid_mlp(config: ResidMlpTargetConfig, log: Callable[[str], None]) ->
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    log(f"target: final loss {float(loss):.3e}")
-    return dict(model.state_dict()), {"target_loss": float(loss)}
+    log(f"target: final loss {loss.item():.3e}")
+    return dict(model.state_dict()), {"target_loss": loss.item()}
 
 
 def build_resid_mlp_target(config: ResidMlpTargetConfig, device: torch.device, log: Callable[[str], None]) -> Target:
@@ -88,7 +91,7 @@ def build_resid_mlp_target(config: ResidMlpTargetConfig, device: torch.device, l
     model = freeze(model.to(device))
     mlp_in = tuple(f"layers.{i}.mlp_in" for i in range(config.n_layers))
     mlp_out = tuple(f"layers.{i}.mlp_out" for i in range(config.n_layers))
-    names = [name for pair in zip(mlp_in, mlp_out) for name in pair]
+    names = config.module_names()
     patterns = [CiPattern(mlp_in, "identity", config.n_features),
                 CiPattern(mlp_out, "dense", config.d_mlp * config.n_layers)]
 

@@ -35,6 +35,9 @@ class TmsTargetConfig(BaseModel):
     min_feature_norm: float = Field(0.5, ge=0, description="A feature counts as represented above this norm.")
     max_attempts: PositiveInt = Field(10, description="Training attempts (new seed each) before giving up.")
 
+    def module_names(self) -> list[str]:
+        return ["linear1", *[f"hidden_layers.{i}" for i in range(self.n_hidden_layers)], "linear2"]
+
 
 class TmsModel(nn.Module):
     """Frozen inference form: linear1 (W), identity hidden layers, linear2 (Wᵀ, bias), ReLU."""
@@ -108,7 +111,7 @@ def build_tms_target(config: TmsTargetConfig, device: torch.device, log: Callabl
     weights, info = cached_training("tms", config, lambda: train_represented(config, log), log)
     model = TmsModel(config.n_features, config.n_hidden, config.n_hidden_layers).load_tied(weights["W"], weights["b"])
     model = freeze(model.to(device))
-    names = ["linear1", *[f"hidden_layers.{i}" for i in range(config.n_hidden_layers)], "linear2"]
+    names = config.module_names()
     patterns = [CiPattern(("linear1",), "identity", config.n_features),
                 CiPattern(("linear2",), "identity", config.n_features)]
     patterns += [CiPattern((name,), "dense", config.n_hidden) for name in names if name.startswith("hidden")]
