@@ -164,9 +164,10 @@ def pgd_recon_loss(model: ComponentModel, inputs: StepInputs, config: SpdConfig,
 
     for _ in range(pgd.n_steps):
         leaves = [s.requires_grad_(True) for s in [*sources.values(), *delta_sources.values()]]
-        loss = output_loss(model.forward_masked(inputs.x, masks_from(sources, delta_sources, True),
-                                                inputs.weight_deltas), inputs.target_out)
-        grads = torch.autograd.grad(loss, leaves)
+        with torch.enable_grad():  # the ascent needs gradients even when evaluating under no_grad
+            loss = output_loss(model.forward_masked(inputs.x, masks_from(sources, delta_sources, True),
+                                                    inputs.weight_deltas), inputs.target_out)
+            grads = torch.autograd.grad(loss, leaves)
         stepped = [(s + pgd.step_size * gr.sign()).clamp(0, 1).detach() for s, gr in zip(leaves, grads)]
         sources = dict(zip(sources, stepped[: len(sources)]))
         delta_sources = dict(zip(delta_sources, stepped[len(sources):]))

@@ -1,0 +1,99 @@
+import torch
+
+from tunelens.runs import seed_everything
+from tunelens.spd.configs import SpdConfig
+from tunelens.spd.targets import tms
+from tunelens.spd.targets.tms import TmsTargetConfig
+from tunelens.spd.train import (
+    OUTPUT_LOSSES,
+    build_component_model,
+    build_target,
+    evaluate,
+    loss_terms,
+    optimize,
+    prepare,
+    subset_routing,
+    total_loss,
+)
+
+MICRO_TARGET = TmsTargetConfig(train_steps=300, train_batch_size=256)
+
+
+def micro_config(**changes) -> SpdConfig:
+    base = {"target": MICRO_TARGET, "C": 8, "optim": {"steps": 150, "batch_size": 256, "lr": 3e-3},
+            "eval": {"batch_size": 512}, "loss": {"faithfulness": 1.0, "stochastic_recon_subset": 1.0,
+                                                  "ci_masked_recon": 1.0, "pgd_recon": 1.0}}
+    base.update(changes)
+    return SpdConfig.model_validate(base)
+
+
+def fixed_batch_total(model, target, config, x):
+    with torch.no_grad():
+        torch.manual_seed(123)  # same mask noise before and after training
+        return float(total_loss(loss_terms(model, prepare(model, x), config, OUTPUT_LOSSES["mse"], 0.0), config))
+
+
+def test_short_tms_run_lowers_total_loss():
+    config = micro_config()
+    seed_everything(0)
+    target = build_target(config, torch.device("cpu"), lambda m: None)
+    model = build_component_model(config, target)
+    x = target.sample_batch(1024)
+    before = fixed_batch_total(model, target, config, x)
+    final = optimize(model, target, config)
+    after = fixed_batch_total(model, target, config, x)
+    assert after < 0.5 * before, (before, after)
+    assert set(final) >= {"layers", "identity_ci_error", "loss_pgd_recon", "loss_stochastic_recon_subset",
+                          "loss_total", "unmasked_recon"}
+    assert 0 <= final["layers"]["linear1"]["mmcs"] <= 1
+
+
+def test_same_seed_same_numbers():
+    def once():
+        config = micro_config(optim={"steps": 20, "batch_size": 128})
+        seed_everything(7)
+        target = build_target(config, torch.device("cpu"), lambda m: None)
+        model = build_component_model(config, target)
+        return optimize(model, target, config)["loss_total"]
+
+    assert once() == once()
+
+
+def test_target_is_cached_by_config(capsys):
+    messages = []
+    build_target(micro_config(), torch.device("cpu"), messages.append)
+    build_target(micro_config(), torch.device("cpu"), messages.append)
+    assert any("training tms" in m for m in messages) and any("reusing" in m for m in messages)
+
+
+def test_target_training_retries_until_every_feature_is_represented(monkeypatch):
+    calls = []
+
+    def fake_train(config, seed):
+        calls.append(seed)
+        W = torch.ones(config.n_hidden, config.n_features)
+        if len(calls) == 1:
+            W[:, 2] = 0.0  # first attempt leaves feature 2 out
+        return W, torch.zeros(config.n_features), 0.0
+
+    monkeypatch.setattr(tms, "train_tms_weights", fake_train)
+    _, info = tms.train_represented(MICRO_TARGET, lambda m: None)
+    assert calls == [0, 1]
+    assert info["target_attempts"] == 2 and info["target_features_represented"] == 5
+
+
+def test_subset_routing_routes_between_one_and_all_layers():
+    routing = subset_routing(torch.Size([4000]), 3, torch.device("cpu"))
+    counts = routing.sum(0)
+    assert routing.shape == (3, 4000) and counts.min() >= 1 and counts.max() <= 3
+    assert set(counts.tolist()) == {1, 2, 3}  # k is uniform on {1, 2, 3}
+
+
+def test_identity_variant_has_dense_hidden_pattern():
+    config = micro_config(target=MICRO_TARGET.model_copy(update={"n_hidden_layers": 1}))
+    target = build_target(config, torch.device("cpu"), lambda m: None)
+    model = build_component_model(config, target)
+    assert model.names == ["linear1", "hidden_layers.0", "linear2"]
+    assert torch.equal(target.model.hidden_layers[0].weight, torch.eye(2))
+    result = evaluate(model, target, config, OUTPUT_LOSSES["mse"], 1.0)
+    assert set(result["ci_pattern_errors"]) == {"linear1", "linear2", "hidden_layers.0"}
