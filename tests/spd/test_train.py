@@ -97,3 +97,26 @@ def test_identity_variant_has_dense_hidden_pattern():
     assert torch.equal(target.model.hidden_layers[0].weight, torch.eye(2))
     result = evaluate(model, target, config, OUTPUT_LOSSES["mse"], 1.0)
     assert set(result["ci_pattern_errors"]) == {"linear1", "linear2", "hidden_layers.0"}
+
+
+def test_finished_run_reloads_with_identical_results(tmp_path):
+    from tunelens.registry import get_experiment
+    from tunelens.runs import run_experiment
+    from tunelens.spd.train import load_decomposition
+
+    experiment = get_experiment("tms_5-2")
+    config = experiment.load_config(assignments=["optim.steps=20", "optim.batch_size=64", "eval.batch_size=64",
+                                                 "target.train_steps=100"])
+    run_experiment(experiment, config, tmp_path, quiet=True)
+    loaded_config, target, model = load_decomposition(tmp_path)
+    assert loaded_config == config
+    x = target.sample_batch(16)
+    _, inputs = model.forward_target(x)
+    assert torch.isfinite(model.importances(inputs).lower["linear1"]).all()
+    from tunelens.spd.train import ground_truth_match
+
+    import json
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    mmcs, ml2r = ground_truth_match(model, target)["linear1"]
+    assert abs(mmcs - summary["layers"]["linear1"]["mmcs"]) < 1e-6
+    assert abs(ml2r - summary["layers"]["linear1"]["ml2r"]) < 1e-6

@@ -68,7 +68,7 @@ def plot_one_hot_importances(one_hot: dict[str, Tensor], orders: dict[str, np.nd
         ax.set_xlabel("subcomponent (permuted)")
         ax.set_ylabel("one-hot input feature")
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="causal importance")
-    fig.suptitle("Causal importance on one-hot inputs (0.75 · e_f)", fontsize=10)
+    fig.suptitle("Causal importance on one-hot inputs (0.75 · e_f)", fontsize=10, y=1.04)
     return fig
 
 

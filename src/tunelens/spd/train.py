@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,15 +38,16 @@ OUTPUT_LOSSES: dict[str, OutputLoss] = {"mse": mse_output_loss, "kl": kl_output_
 # ------------------------------------------------------------------------------------------------ set-up
 
 
-def build_target(config: SpdConfig, device: torch.device, log: Callable[[str], None]) -> Target:
+def build_target(config: SpdConfig, device: torch.device, log: Callable[[str], None],
+                 weights: dict[str, Tensor] | None = None) -> Target:
     if config.target.kind == "tms":
         from tunelens.spd.targets.tms import build_tms_target
 
-        return build_tms_target(config.target, device, log)
+        return build_tms_target(config.target, device, log, weights)
     if config.target.kind == "resid_mlp":
         from tunelens.spd.targets.resid_mlp import build_resid_mlp_target
 
-        return build_resid_mlp_target(config.target, device, log)
+        return build_resid_mlp_target(config.target, device, log, weights)
     raise AssertionError(f"unhandled target kind {config.target.kind}")
 
 
@@ -333,3 +335,23 @@ def _headline(final: dict[str, Any]) -> str:
     if "identity_ci_error" in final:
         parts.append(f"identity_ci_error {final['identity_ci_error']}")
     return "; ".join(parts)
+
+
+def load_decomposition(run_dir: str | Path, device: str = "cpu") -> tuple[SpdConfig, Target, ComponentModel]:
+    """A finished run's config, target and trained components, for analysis in a notebook or script."""
+    import yaml
+
+    from tunelens.config import UsageError, validate_config
+    from tunelens.runs import load_tensors
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise UsageError(f"no config.yaml in {run_dir} (not a run directory)")
+    config = validate_config(SpdConfig, yaml.safe_load(config_path.read_text()), str(config_path))
+    target = build_target(config, torch.device(device), lambda message: None, load_tensors(run_dir / "target.safetensors"))
+    model = build_component_model(config, target)
+    state = {f"target.{k}": v for k, v in target.model.state_dict().items()}
+    state.update(load_tensors(run_dir / "components.safetensors"))
+    model.load_state_dict(state)
+    return config, target, model

@@ -60,9 +60,12 @@ def cached_training(kind: str, config: BaseModel, train: Callable[[], tuple[dict
     weights_path, info_path = folder / "weights.safetensors", folder / "info.json"
     if weights_path.is_file() and info_path.is_file():
         log(f"target: reusing {folder}")
-        return load_tensors(weights_path), json.loads(info_path.read_text())
+        info = json.loads(info_path.read_text())
+        info.pop("config", None)
+        return load_tensors(weights_path), info
     log(f"target: training {kind} (cached afterwards in {folder})")
-    weights, info = train()
+    with torch.random.fork_rng(devices=[]):  # a cache miss must not shift the run's random stream
+        weights, info = train()
     save_tensors(weights_path, weights)
     write_json(info_path, {**info, "config": config.model_dump(mode="json")})
     return weights, info

@@ -84,8 +84,12 @@ def train_resid_mlp(config: ResidMlpTargetConfig, log: Callable[[str], None]) ->
     return dict(model.state_dict()), {"target_loss": loss.item()}
 
 
-def build_resid_mlp_target(config: ResidMlpTargetConfig, device: torch.device, log: Callable[[str], None]) -> Target:
-    weights, info = cached_training("resid_mlp", config, lambda: train_resid_mlp(config, log), log)
+def build_resid_mlp_target(config: ResidMlpTargetConfig, device: torch.device, log: Callable[[str], None],
+                           weights: dict[str, Tensor] | None = None) -> Target:
+    """The trained (cached) target, or the given weights (e.g. a finished run's target.safetensors)."""
+    info: dict = {}
+    if weights is None:
+        weights, info = cached_training("resid_mlp", config, lambda: train_resid_mlp(config, log), log)
     model = ResidMlp(config.n_features, config.d_embed, config.d_mlp, config.n_layers, weights["W_E"])
     model.load_state_dict(weights)
     model = freeze(model.to(device))

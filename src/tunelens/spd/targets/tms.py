@@ -104,12 +104,18 @@ def train_represented(config: TmsTargetConfig, log: Callable[[str], None]) -> tu
         log(f"warning: no attempt represented all {config.n_features} features; using the last one")
     info = {"target_loss": loss, "target_seed": seed, "target_attempts": attempt + 1,
             "target_features_represented": n_represented}
-    return {"W": W, "b": b}, info
+    model = TmsModel(config.n_features, config.n_hidden, config.n_hidden_layers).load_tied(W, b)
+    return dict(model.state_dict()), info
 
 
-def build_tms_target(config: TmsTargetConfig, device: torch.device, log: Callable[[str], None]) -> Target:
-    weights, info = cached_training("tms", config, lambda: train_represented(config, log), log)
-    model = TmsModel(config.n_features, config.n_hidden, config.n_hidden_layers).load_tied(weights["W"], weights["b"])
+def build_tms_target(config: TmsTargetConfig, device: torch.device, log: Callable[[str], None],
+                     weights: dict[str, Tensor] | None = None) -> Target:
+    """The trained (cached) target, or the given weights (e.g. a finished run's target.safetensors)."""
+    info: dict = {}
+    if weights is None:
+        weights, info = cached_training("tms", config, lambda: train_represented(config, log), log)
+    model = TmsModel(config.n_features, config.n_hidden, config.n_hidden_layers)
+    model.load_state_dict(weights)
     model = freeze(model.to(device))
     names = config.module_names()
     patterns = [CiPattern(("linear1",), "identity", config.n_features),
