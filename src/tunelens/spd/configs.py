@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegative
 from tunelens.config import Schedule, TunelensConfig
 from tunelens.spd.ci import CiFnType
 from tunelens.spd.sigmoids import SigmoidType
+from tunelens.spd.targets.lm import LmTargetConfig
 from tunelens.spd.targets.resid_mlp import ResidMlpTargetConfig
 from tunelens.spd.targets.tms import TmsTargetConfig
 
@@ -71,7 +72,7 @@ class Evaluation(_Section):
     pattern_tolerance: float = Field(0.1, ge=0, le=0.5, description="Tolerance of the one-hot pattern errors.")
 
 
-TargetConfig = Annotated[TmsTargetConfig | ResidMlpTargetConfig, Field(discriminator="kind")]
+TargetConfig = Annotated[TmsTargetConfig | ResidMlpTargetConfig | LmTargetConfig, Field(discriminator="kind")]
 
 
 class SpdConfig(TunelensConfig):

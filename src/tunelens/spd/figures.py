@@ -11,9 +11,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from tunelens.runs import Run  # noqa: E402
+from tunelens.runs import Run, write_json  # noqa: E402
 from tunelens.spd import metrics  # noqa: E402
 from tunelens.spd.component_model import ComponentModel  # noqa: E402
+from tunelens.spd.components import EmbeddingComponents  # noqa: E402
 from tunelens.spd.configs import SpdConfig  # noqa: E402
 from tunelens.spd.targets import Target  # noqa: E402
 
@@ -33,6 +34,49 @@ def plot_all(model: ComponentModel, target: Target, config: SpdConfig, run: Run,
     save(plot_uv(model, orders), run.figure_path("components_uv"))
     if target.ground_truth_axes.get("linear1") == "in" and model.component("linear1").target_weight().shape[0] == 2:
         save(plot_tms_polygon(model, one_hot), run.figure_path("tms_polygon"))
+    if target.tokenizer is not None:
+        for name in model.names:
+            if isinstance(model.component(name), EmbeddingComponents):
+                table = embedding_top_tokens(model, name, target.tokenizer, config.eval.ci_alive_threshold)
+                write_json(run.dir / f"top_tokens_{name}.json", table)
+                save(plot_top_tokens(table, name), run.figure_path(f"top_tokens_{name}"))
+
+
+def embedding_top_tokens(model: ComponentModel, name: str, tokenizer, threshold: float, n_top: int = 8,
+                         max_rows: int = 40) -> list[dict]:
+    """For each alive subcomponent of an embedding: on how many vocabulary tokens it is active, and which
+    tokens have the highest importance (the importance of an embedding depends on the token alone)."""
+    comps = model.component(name)
+    with torch.no_grad():
+        importance = importance_pair_for(model, name, comps.V)
+    active = importance > threshold
+    order = torch.argsort(active.sum(0), descending=True)
+    rows = []
+    for c in order.tolist():
+        n_active = int(active[:, c].sum())
+        if n_active == 0:
+            break
+        top = torch.topk(importance[:, c], k=min(n_top, importance.shape[0])).indices.tolist()
+        rows.append({"subcomponent": c, "n_tokens_active": n_active,
+                     "top_tokens": [tokenizer.decode([t]) for t in top]})
+    return rows[:max_rows]
+
+
+def importance_pair_for(model: ComponentModel, name: str, inner: Tensor) -> Tensor:
+    from tunelens.spd.component_model import module_key
+    from tunelens.spd.sigmoids import importance_pair
+
+    return importance_pair(model.ci_fns[module_key(name)](inner), model.sigmoid_type)[0]
+
+
+def plot_top_tokens(rows: list[dict], name: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(9, 0.28 * max(len(rows), 1) + 0.8))
+    ax.axis("off")
+    lines = [f"c{r['subcomponent']:>4}  on {r['n_tokens_active']:>5} tokens:  "
+             + "  ".join(repr(t) for t in r["top_tokens"]) for r in rows] or ["no alive subcomponents"]
+    ax.text(0, 1, "\n".join(lines), family="monospace", fontsize=8, va="top", transform=ax.transAxes)
+    ax.set_title(f"{name}: alive subcomponents and the tokens they are most important for", fontsize=9, loc="left")
+    return fig
 
 
 def save(fig: plt.Figure, path) -> None:

@@ -27,6 +27,7 @@ from tunelens.spd.losses import (
     importance_minimality_loss,
     kl_output_loss,
     mse_output_loss,
+    next_token_ce,
     stochastic_mask,
 )
 from tunelens.spd.targets import Target
@@ -48,6 +49,10 @@ def build_target(config: SpdConfig, device: torch.device, log: Callable[[str], N
         from tunelens.spd.targets.resid_mlp import build_resid_mlp_target
 
         return build_resid_mlp_target(config.target, device, log, weights)
+    if config.target.kind == "lm":
+        from tunelens.spd.targets.lm import build_lm_target
+
+        return build_lm_target(config.target, device, log, weights)
     raise AssertionError(f"unhandled target kind {config.target.kind}")
 
 
@@ -248,8 +253,14 @@ def evaluate(model: ComponentModel, target: Target, config: SpdConfig, output_lo
     result["loss_total"] = float(total_loss(terms, config))
     result["faithfulness"] = float(faithfulness_loss(inputs.weight_deltas))
     all_on = {n: LayerMask(mask=torch.ones_like(g)) for n, g in inputs.importances.lower.items()}
-    result["unmasked_recon"] = float(output_loss(model.forward_masked(x, all_on, inputs.weight_deltas),
-                                                 inputs.target_out))
+    unmasked_out = model.forward_masked(x, all_on, inputs.weight_deltas)
+    result["unmasked_recon"] = float(output_loss(unmasked_out, inputs.target_out))
+    if target.output_loss == "kl":  # token ids in, logits out: report next-token losses too
+        ci_masked_out = model.forward_masked(x, {n: LayerMask(mask=g) for n, g in inputs.importances.lower.items()})
+        result["kl"] = float(kl_output_loss(ci_masked_out, inputs.target_out))
+        result["ce_target"] = float(next_token_ce(inputs.target_out, x))
+        result["ce_masked"] = float(next_token_ce(ci_masked_out, x))
+        result["ce_unmasked"] = float(next_token_ce(unmasked_out, x))
     return result
 
 
@@ -320,7 +331,8 @@ def run(config: SpdConfig, run: Run) -> dict[str, Any]:
     summary: dict[str, Any] = {"steps": config.optim.steps, **final, "target": target.info}
     if config.save_checkpoint:
         run.save_checkpoint("components", model.trainable_state())
-        run.save_checkpoint("target", target.state())
+        if target.save_weights:
+            run.save_checkpoint("target", target.state())
     from tunelens.spd.figures import plot_all
 
     plot_all(model, target, config, run, one_hot_importances(model, target))
@@ -349,7 +361,9 @@ def load_decomposition(run_dir: str | Path, device: str = "cpu") -> tuple[SpdCon
     if not config_path.is_file():
         raise UsageError(f"no config.yaml in {run_dir} (not a run directory)")
     config = validate_config(SpdConfig, yaml.safe_load(config_path.read_text()), str(config_path))
-    target = build_target(config, torch.device(device), lambda message: None, load_tensors(run_dir / "target.safetensors"))
+    target_path = run_dir / "target.safetensors"
+    weights = load_tensors(target_path) if target_path.is_file() else None  # LMs are reloaded from their source
+    target = build_target(config, torch.device(device), lambda message: None, weights)
     model = build_component_model(config, target)
     state = {f"target.{k}": v for k, v in target.model.state_dict().items()}
     state.update(load_tensors(run_dir / "components.safetensors"))

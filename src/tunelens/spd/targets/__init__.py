@@ -38,6 +38,8 @@ class Target:
     ground_truth_axes: dict[str, Literal["in", "out"]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     eval_batch: Callable[[int], Tensor] | None = None
+    tokenizer: Any = None  # language-model targets: decodes token ids in figures
+    save_weights: bool = True  # False for models loaded from elsewhere (no copy of a checkpoint per run)
 
     def state(self) -> dict[str, Tensor]:
         return {k: v for k, v in self.model.state_dict().items()}

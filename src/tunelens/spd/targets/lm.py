@@ -1,0 +1,99 @@
+"""A causal language model as an SPD target: chosen `nn.Linear` / `nn.Embedding` layers, KL output loss.
+
+The default model is the toolkit's tiny story model (pretrained locally on the synthetic story corpus and
+cached); any Hugging Face causal LM works through `target.model` (alias, hub id or local directory). Batches
+are random windows of the tokenised training stories; evaluation uses fixed windows of held-out stories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+from torch import Tensor, nn
+
+from tunelens.config import UsageError
+from tunelens.spd.targets import Target, freeze
+
+TINY = "tiny-stories"
+
+
+class LmTargetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["lm"] = "lm"
+    model: str = Field(TINY, description="'tiny-stories' (the local tiny base model), an alias, hub id or directory.")
+    modules: list[str] = Field(default_factory=lambda: ["model.embed_tokens"],
+                               description="Exact module names to decompose (nn.Linear or nn.Embedding).")
+    seq_len: PositiveInt = Field(64, description="Tokens per training window.")
+    n_train_stories: PositiveInt = Field(4000, description="Training stories tokenised for batches.")
+    n_eval_stories: PositiveInt = Field(200, description="Held-out stories for evaluation.")
+    corpus_seed: NonNegativeInt = Field(0, description="Seed of the synthetic story corpus.")
+
+    def module_names(self) -> list[str]:
+        return list(self.modules)
+
+
+def token_windows(stories: list[str], tokenizer, seq_len: int) -> Tensor:
+    """Stories joined with EOS into one stream, cut into non-overlapping windows (seq_len tokens each)."""
+    eos = tokenizer.eos_token_id
+    stream: list[int] = []
+    for ids in tokenizer(stories, add_special_tokens=False)["input_ids"]:
+        stream.extend(ids)
+        if eos is not None:
+            stream.append(eos)
+    n_windows = len(stream) // seq_len
+    if n_windows == 0:
+        raise UsageError(f"the corpus has {len(stream)} tokens, fewer than one window of seq_len={seq_len}")
+    return torch.tensor(stream[: n_windows * seq_len]).view(n_windows, seq_len)
+
+
+def logits_of(model: nn.Module, input_ids: Tensor) -> Tensor:
+    return model(input_ids=input_ids).logits
+
+
+def resolve_model_dir(name: str) -> str:
+    if name == TINY:
+        from tunelens.lm.pretrain import tiny_story_model
+
+        return str(tiny_story_model())
+    return name
+
+
+def build_lm_target(config: LmTargetConfig, device: torch.device, log: Callable[[str], None],
+                    weights: dict[str, Tensor] | None = None) -> Target:
+    from tunelens.lm.corpus import story_splits
+    from tunelens.lm.loading import load_model, load_tokenizer
+
+    source = resolve_model_dir(config.model)
+    log(f"target: language model {config.model} ({source})")
+    tokenizer = load_tokenizer(source, padding_side="right")
+    model = load_model(source, dtype=torch.float32, device=device)
+    if weights is not None:
+        model.load_state_dict(weights, strict=False)
+    model = freeze(model)
+    modules = dict(model.named_modules())
+    for name in config.modules:
+        if name not in modules:
+            candidates = [n for n, m in modules.items() if isinstance(m, (nn.Linear, nn.Embedding))]
+            raise UsageError(f"target.modules: no module '{name}' in {config.model}; decomposable modules include "
+                             f"{', '.join(candidates[:8])} ...")
+        if not isinstance(modules[name], (nn.Linear, nn.Embedding)):
+            raise UsageError(f"target.modules: '{name}' is a {type(modules[name]).__name__}; only nn.Linear and "
+                             "nn.Embedding can be decomposed")
+    train_stories, eval_stories = story_splits(config.n_train_stories, config.n_eval_stories, config.corpus_seed)
+    train_windows = token_windows(train_stories, tokenizer, config.seq_len).to(device)
+    eval_windows = token_windows(eval_stories, tokenizer, config.seq_len).to(device)
+
+    def sample(batch_size: int) -> Tensor:
+        return train_windows[torch.randint(0, len(train_windows), (batch_size,), device=device)]
+
+    def held_out(batch_size: int) -> Tensor:
+        return eval_windows[:batch_size]
+
+    info = {"model": config.model, "n_params": sum(p.numel() for p in model.parameters()),
+            "n_train_windows": len(train_windows), "n_eval_windows": len(eval_windows)}
+    return Target(model=model, forward_fn=logits_of, module_names=list(config.modules), sample_batch=sample,
+                  output_loss="kl", info=info, eval_batch=held_out, tokenizer=tokenizer, save_weights=False)
