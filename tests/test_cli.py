@@ -110,3 +110,18 @@ def test_failure_during_run_exits_1_with_cause_and_logs_traceback(tmp_path, monk
     assert "RuntimeError: loss went NaN" in result.stderr
     assert "Traceback" in (tmp_path / "r" / "log.txt").read_text()
     assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_wandb_without_the_package_is_a_usage_error(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *args, **kwargs):
+        if name == "wandb":
+            raise ImportError("No module named 'wandb'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    line = one_line_error(run_cli("run", "tms_5-2", "--out", str(tmp_path / "r"), "--wandb", "proj", *MICRO))
+    assert "uv sync --extra wandb" in line

@@ -15,7 +15,7 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -155,9 +155,9 @@ class Run:
         logger.handlers.clear()
         logger.setLevel(logging.INFO)
         logger.propagate = False
-        file_handler = logging.FileHandler(self.dir / "log.txt")
-        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(file_handler)
+        self._file_handler = logging.FileHandler(self.dir / "log.txt")
+        self._file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(self._file_handler)
         if not self.quiet:
             console = logging.StreamHandler(sys.stderr)
             console.setFormatter(logging.Formatter(f"[{self.name}] %(message)s"))
@@ -180,6 +180,10 @@ class Run:
 
     def log(self, message: str) -> None:
         self.logger.info(message)
+
+    def log_to_file(self, message: str) -> None:
+        """Only into log.txt: progress lines that would clutter a console that is not a terminal."""
+        self._file_handler.handle(self.logger.makeRecord(self.logger.name, logging.INFO, "", 0, message, None, None))
 
     def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
         record = {"step": step, **to_jsonable(dict(metrics))}
@@ -242,21 +246,12 @@ class _Progress:
         if self._bar is not None:
             self._bar.update(self._task, advance=n, status=status)
         elif self.total and self.done / self.total >= self._next_report:
-            self.run.logger.handlers[0].handle(
-                self.run.logger.makeRecord(self.run.logger.name, logging.INFO, "", 0,
-                                           f"{self.description}: {self.done}/{self.total} {status}", None, None))
+            self.run.log_to_file(f"{self.description}: {self.done}/{self.total} {status}")
             self._next_report += 0.1
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
-
-
-def iterate_with_progress(items: Iterable[Any], total: int, description: str, run: Run) -> Iterator[Any]:
-    with run.progress(total, description) as bar:
-        for item in items:
-            yield item
-            bar.update()
 
 
 def run_experiment(experiment: Any, config: BaseModel, out_dir: str | Path, wandb_project: str | None = None,
