@@ -79,6 +79,13 @@ def plot_top_tokens(rows: list[dict], name: str) -> plt.Figure:
     return fig
 
 
+def integer_ticks(ax: plt.Axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def save(fig: plt.Figure, path) -> None:
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
@@ -111,6 +118,7 @@ def plot_one_hot_importances(one_hot: dict[str, Tensor], orders: dict[str, np.nd
         ax.set_title(f"{name}\n{int(alive.sum())} alive", fontsize=9)
         ax.set_xlabel("subcomponent (permuted)")
         ax.set_ylabel("one-hot input feature")
+        integer_ticks(ax)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="causal importance")
     fig.suptitle("Causal importance on one-hot inputs (0.75 · e_f)", fontsize=10, y=1.04)
     return fig
@@ -142,6 +150,7 @@ def plot_uv(model: ComponentModel, orders: dict[str, np.ndarray]) -> plt.Figure:
             axes[row][col].imshow(values, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
             axes[row][col].set_title(f"{name}: {label}", fontsize=8)
             axes[row][col].set_xlabel("subcomponent (permuted)", fontsize=8)
+            integer_ticks(axes[row][col])
     fig.tight_layout()
     return fig
 
