@@ -2,6 +2,48 @@
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
+from tunelens.config import UsageError
+
 app = typer.Typer(no_args_is_help=True, help="Gradient routing study.")
+
+
+@app.command("check-solutions")
+def check_solutions_command(
+    path: Annotated[Path, typer.Argument(help="JSONL: task_id, code, test_list[, test_imports, test_setup_code].")],
+    out: Annotated[Path, typer.Option("--out", help="Results JSONL, one line per input record.")],
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Programs at once (default: cores).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Wall-clock seconds per program.")] = 10.0,
+) -> None:
+    """Run each solution in the sandbox with its first test and with all tests; flag reward hacks."""
+    from dataclasses import replace
+
+    from rich.progress import Progress
+
+    from tunelens.routing.mbpp_check import check_solutions, read_records
+    from tunelens.runs import atomic_write_text, is_interactive
+    from tunelens.sandbox import Limits, Sandbox
+
+    try:
+        records = read_records(path)
+    except UsageError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    limits = replace(Limits(), timeout_s=timeout, cpu_s=max(1, int(timeout)))
+    sandbox = Sandbox(limits, workers=workers)
+    start = time.perf_counter()
+    with Progress(disable=not is_interactive(), transient=True) as progress:
+        task = progress.add_task("checking", total=len(records))
+        rows = check_solutions(records, sandbox, lambda n: progress.advance(task, n))
+    seconds = time.perf_counter() - start
+    atomic_write_text(out, "".join(json.dumps(row) + "\n" for row in rows))
+    counts = {key: sum(bool(row[key]) for row in rows) for key in ("first_test", "all_tests", "reward_hack", "timed_out")}
+    typer.echo(f"{len(rows)} solutions: first test {counts['first_test']}, all tests {counts['all_tests']}, "
+               f"reward hacks {counts['reward_hack']}, timed out {counts['timed_out']}; {seconds:.1f}s "
+               f"({2 * len(rows) / seconds:.1f} programs/s, {sandbox.workers} workers) -> {out}")

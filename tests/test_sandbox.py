@@ -1,0 +1,188 @@
+"""Hostile programs are contained and judged as failing; the evaluator survives and nothing is left running."""
+
+import os
+import time
+
+import pytest
+
+from tunelens.sandbox import Limits, Program, Sandbox, classify, last_exception_name
+
+FAST = Limits(timeout_s=3.0, cpu_s=3, memory_bytes=512 << 20, file_size_bytes=8 << 20)
+SOLUTION = "def add(a, b):\n    return a + b\n"
+TESTS = "assert add(1, 2) == 3\nassert add(2, 2) == 4\n"
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    return Sandbox(FAST, workers=2)
+
+
+def sandbox_processes():
+    """Processes still running the sandbox wrapper (every program's process starts as one)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if b"_sandbox_main" in handle.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def judged(sandbox, code, tests=TESTS, max_seconds=6.0):
+    start = time.perf_counter()
+    result = sandbox.run(Program(code, tests))
+    assert time.perf_counter() - start < max_seconds, "containment took too long"
+    assert sandbox_processes() == [], "a sandboxed process was left behind"
+    return result
+
+
+def test_correct_solution_passes(sandbox):
+    result = judged(sandbox, SOLUTION)
+    assert result.passed and result.error is None and result.exit_code == 0
+
+
+def test_wrong_solution_fails_on_assertion(sandbox):
+    result = judged(sandbox, "def add(a, b):\n    return 3\n")
+    assert not result.passed and result.error == "assertion"
+
+
+def test_infinite_loop_times_out(sandbox):
+    result = judged(sandbox, SOLUTION + "while True:\n    pass\n")
+    assert not result.passed and result.timed_out and result.error == "timeout"
+
+
+def test_fork_flood_is_contained(sandbox):
+    code = SOLUTION + (
+        "import os, time\n"
+        "for _ in range(300):\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(60)\n"
+        "        os._exit(0)\n")
+    result = judged(sandbox, code)
+    assert not result.passed
+
+
+def test_detached_daemon_child_is_killed(sandbox):
+    code = SOLUTION + (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "time.sleep(0.2)\n")
+    result = judged(sandbox, code)
+    assert result.passed  # the program itself is fine; its escaped grandchild must still be gone (checked above)
+
+
+def test_huge_allocation_is_a_memory_error(sandbox):
+    result = judged(sandbox, SOLUTION + "block = bytearray(4 * 1024**3)\n")
+    assert not result.passed and result.error == "memory"
+
+
+def test_huge_file_write_is_stopped(sandbox, tmp_path):
+    code = SOLUTION + "with open('big.bin', 'wb') as f:\n    for _ in range(4096):\n        f.write(b'x' * 1024**2)\n"
+    result = judged(sandbox, code)
+    assert not result.passed and result.error == "file_size"
+
+
+def test_hundreds_of_megabytes_on_stdout_are_bounded(sandbox):
+    result = judged(sandbox, SOLUTION + "import sys\nfor _ in range(400):\n    sys.stdout.write('y' * 1024**2)\n")
+    assert not result.passed and result.error == "file_size"
+    assert len(result.stdout_tail) <= FAST.output_tail_bytes
+
+
+def test_callers_environment_is_not_visible(sandbox, monkeypatch):
+    monkeypatch.setenv("TUNELENS_TEST_SECRET", "hunter2")
+    result = judged(sandbox, SOLUTION + "import os\nprint(dict(os.environ))\n"
+                             "assert os.environ.get('TUNELENS_TEST_SECRET') == 'hunter2'\n")
+    assert not result.passed and result.error == "assertion"
+    assert "hunter2" not in result.stdout_tail and "HOME" in result.stdout_tail
+
+
+def test_killing_the_parent_fails_and_evaluator_survives(sandbox):
+    code = SOLUTION + "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.killpg(os.getpgid(os.getppid()), 9)\n"
+    result = judged(sandbox, code)
+    assert not result.passed
+    assert judged(sandbox, SOLUTION).passed  # still here, still working
+
+
+def test_syntax_error(sandbox):
+    result = judged(sandbox, "def add(a, b)\n    return a + b\n")
+    assert not result.passed and result.error == "syntax"
+
+
+@pytest.mark.parametrize("escape", ["import sys\nsys.exit(0)\n", "import os\nos._exit(0)\n",
+                                    "raise SystemExit\n", "import atexit, os\natexit.register(lambda: os._exit(0))\n"
+                                    "raise KeyboardInterrupt\n"])
+def test_exiting_before_the_tests_is_no_pass(sandbox, escape):
+    result = judged(sandbox, SOLUTION + escape)
+    assert not result.passed and result.exit_code is not None
+
+
+def test_faking_a_pass_does_not_work(sandbox):
+    code = SOLUTION + (
+        "import builtins, os, sys\n"
+        "print('PASSED')\n"
+        "builtins.AssertionError = type('Quiet', (Exception,), {})\n"
+        "for fd in range(3, 20):\n"
+        "    try:\n"
+        "        os.write(fd, b'0' * 32)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "sys.settrace(lambda *a: None)\n")
+    result = judged(sandbox, code, tests="assert add(1, 2) == 4\n")
+    assert not result.passed and result.error == "assertion"
+
+
+def test_closing_stdout_does_not_hide_a_real_pass(sandbox):
+    assert judged(sandbox, SOLUTION + "import os\nos.close(1)\nos.close(2)\n").passed
+
+
+def test_working_directory_is_removed_and_private(sandbox):
+    result = judged(sandbox, SOLUTION + "import os\nprint(os.getcwd())\nassert os.listdir('.') != []\n")
+    workdir = result.stdout_tail.strip()
+    assert result.passed and workdir and not os.path.exists(workdir)
+
+
+def test_results_come_back_in_input_order_in_parallel():
+    sandbox = Sandbox(FAST, workers=3)
+    programs = [Program(f"import time\ntime.sleep({0.05 * (8 - i)})\nvalue = {i}\n",
+                        "assert value % 2 == 0\n") for i in range(8)]
+    results = sandbox.run_many(programs)
+    assert [r.passed for r in results] == [i % 2 == 0 for i in range(8)]
+    assert sandbox_processes() == []
+
+
+def test_classify_and_exception_names():
+    assert classify(False, True, 0, "") is None
+    assert classify(True, False, -9, "") == "timeout"
+    assert classify(False, False, 1, "Traceback (most recent call last):\n  x\nZeroDivisionError: division") == \
+        "ZeroDivisionError"
+    assert classify(False, False, -24, "") == "cpu_time"
+    assert classify(False, False, 0, "") == "no_verdict"
+    assert classify(False, False, 3, "") == "exit:3"
+    assert last_exception_name("Traceback (most recent call last):\n  File x\nmod.CustomError: boom") == "CustomError"
+
+
+@pytest.fixture
+def same_user_sandbox():
+    """The mode of a non-root evaluator: no uid change, escapees found as orphans reparented to the evaluator."""
+    import sys
+
+    sandbox = Sandbox(FAST, workers=2)
+    sandbox.drop_privileges, sandbox.interpreter = False, sys.executable
+    return sandbox
+
+
+@pytest.mark.parametrize("code", [
+    SOLUTION + "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(60)\n"
+               "    os._exit(0)\ntime.sleep(0.2)\n",
+    SOLUTION + "import os, time\nfor _ in range(50):\n    if os.fork() == 0:\n        time.sleep(60)\n        os._exit(0)\n",
+    SOLUTION + "while True:\n    pass\n",
+])
+def test_same_user_mode_leaves_nothing_behind(same_user_sandbox, code):
+    judged(same_user_sandbox, code)
+    assert judged(same_user_sandbox, SOLUTION).passed
