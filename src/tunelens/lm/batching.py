@@ -1,0 +1,35 @@
+"""Padding token-id lists into batches, and the per-example loss that ignores the padding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: Literal["left", "right"]
+              ) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]]:
+    """(input_ids, attention_mask). Generation wants left padding (the last position is real for every row);
+    training and scoring usually want right padding. The caller says which."""
+    if side not in ("left", "right"):
+        raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")
+    length = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        span = slice(length - len(seq), length) if side == "left" else slice(0, len(seq))
+        ids[row, span] = torch.as_tensor(list(seq), dtype=torch.long)
+        mask[row, span] = 1
+    return ids, mask
+
+
+def per_example_loss(logits: Float[Tensor, "batch seq vocab"], input_ids: Int[Tensor, "batch seq"],
+                     loss_mask: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch"]:
+    """Mean next-token cross-entropy per example over the positions whose *target* token has loss_mask 1."""
+    target_mask = loss_mask[:, 1:].to(logits.dtype)
+    token_loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), input_ids[:, 1:], reduction="none")
+    return (token_loss * target_mask).sum(-1) / target_mask.sum(-1).clamp(min=1)

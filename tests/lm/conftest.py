@@ -1,0 +1,13 @@
+import pytest
+
+from tunelens.lm.pretrain import TinyStoriesConfig, pretrain
+
+MICRO = TinyStoriesConfig(n_train_stories=300, n_eval_stories=20, vocab_size=400, d_model=32, n_layers=1, n_heads=2,
+                          d_mlp=64, seq_len=32, steps=60, batch_size=8, n_samples=2)
+
+
+@pytest.fixture(scope="session")
+def micro_lm(tmp_path_factory):
+    """A micro story model pretrained once for the LM tests: (directory, summary)."""
+    folder = tmp_path_factory.mktemp("micro_lm")
+    return folder, pretrain(MICRO, folder, log=lambda message: None)
