@@ -68,6 +68,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         _spd("resid_mlp1", "SPD of a 1-layer residual MLP computing 100 ReLUs in 50 neurons"),
         _spd("resid_mlp2", "SPD of a 2-layer residual MLP (25 neurons per layer, 100 features)"),
         _spd("resid_mlp3", "SPD of a 3-layer residual MLP (17 neurons per layer, 102 features)"),
+        _spd("lm_emb", "SPD of the token embedding of the tiny story language model (KL loss)"),
+        _spd("lm_mlp", "SPD of one MLP block's projections of the tiny story language model (KL loss)"),
     ]
 }
 
