@@ -82,6 +82,9 @@ def test_run_writes_run_directory(tmp_path):
     assert (out / "components.safetensors").is_file() and (out / "log.txt").is_file()
     assert {p.name for p in (out / "figures").iterdir()} >= {"importance_one_hot.png", "tms_polygon.png"}
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
+    report = run_cli("report", str(out))
+    assert report.exit_code == 0 and "layers.linear1.n_alive" in report.stdout
+    assert "no summary.json" in one_line_error(run_cli("report", str(tmp_path)))
 
 
 def test_several_names_get_subdirectories(tmp_path):
