@@ -145,7 +145,7 @@ class Run:
         (self.dir / "figures").mkdir(exist_ok=True)
         self.quiet = quiet
         self.logger = self._make_logger()
-        self._metrics_file = open(self.dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+        self._metrics_file = open(self.dir / "metrics.jsonl", "w", buffering=1)  # noqa: SIM115 - a rerun replaces it
         self._wandb = None
         self._wandb_project = wandb_project
         self.start_time = time.perf_counter()
@@ -155,7 +155,7 @@ class Run:
         logger.handlers.clear()
         logger.setLevel(logging.INFO)
         logger.propagate = False
-        self._file_handler = logging.FileHandler(self.dir / "log.txt")
+        self._file_handler = logging.FileHandler(self.dir / "log.txt", mode="w")
         self._file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(self._file_handler)
         if not self.quiet:
