@@ -262,6 +262,7 @@ def run_experiment(experiment: Any, config: BaseModel, out_dir: str | Path, wand
     a half-finished run is never mistaken for a finished one.
     """
     run = Run(out_dir, experiment.name, wandb_project=wandb_project, quiet=quiet)
+    (run.dir / "summary.json").unlink(missing_ok=True)  # a stale summary would pass for this run's
     try:
         run.write_config(config)
         run.log(f"{experiment.name}: {experiment.summary} -> {run.dir}")
