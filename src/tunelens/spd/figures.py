@@ -37,18 +37,19 @@ def plot_all(model: ComponentModel, target: Target, config: SpdConfig, run: Run,
     if target.tokenizer is not None:
         for name in model.names:
             if isinstance(model.component(name), EmbeddingComponents):
-                table = embedding_top_tokens(model, name, target.tokenizer, config.eval.ci_alive_threshold)
+                seen = torch.unique(target.sample_batch(256))  # tokens that never occur have untrained rows
+                table = embedding_top_tokens(model, name, target.tokenizer, config.eval.ci_alive_threshold, seen)
                 write_json(run.dir / f"top_tokens_{name}.json", table)
                 save(plot_top_tokens(table, name), run.figure_path(f"top_tokens_{name}"))
 
 
-def embedding_top_tokens(model: ComponentModel, name: str, tokenizer, threshold: float, n_top: int = 8,
-                         max_rows: int = 40) -> list[dict]:
-    """For each alive subcomponent of an embedding: on how many vocabulary tokens it is active, and which
-    tokens have the highest importance (the importance of an embedding depends on the token alone)."""
+def embedding_top_tokens(model: ComponentModel, name: str, tokenizer, threshold: float, token_ids: Tensor,
+                         n_top: int = 8, max_rows: int = 40) -> list[dict]:
+    """For each alive subcomponent of an embedding: on how many of `token_ids` it is active, and which of them
+    have the highest importance (the importance of an embedding depends on the token alone)."""
     comps = model.component(name)
     with torch.no_grad():
-        importance = importance_pair_for(model, name, comps.V)
+        importance = importance_pair_for(model, name, comps.V[token_ids])
     active = importance > threshold
     order = torch.argsort(active.sum(0), descending=True)
     rows = []
@@ -58,7 +59,7 @@ def embedding_top_tokens(model: ComponentModel, name: str, tokenizer, threshold:
             break
         top = torch.topk(importance[:, c], k=min(n_top, importance.shape[0])).indices.tolist()
         rows.append({"subcomponent": c, "n_tokens_active": n_active,
-                     "top_tokens": [tokenizer.decode([t]) for t in top]})
+                     "top_tokens": [tokenizer.decode([int(token_ids[t])]) for t in top]})
     return rows[:max_rows]
 
 
@@ -75,7 +76,8 @@ def plot_top_tokens(rows: list[dict], name: str) -> plt.Figure:
     lines = [f"c{r['subcomponent']:>4}  on {r['n_tokens_active']:>5} tokens:  "
              + "  ".join(repr(t) for t in r["top_tokens"]) for r in rows] or ["no alive subcomponents"]
     ax.text(0, 1, "\n".join(lines), family="monospace", fontsize=8, va="top", transform=ax.transAxes)
-    ax.set_title(f"{name}: alive subcomponents and the tokens they are most important for", fontsize=9, loc="left")
+    ax.set_title(f"{name}: alive subcomponents (most widely active first) and the tokens they matter most for",
+                 fontsize=9, loc="left")
     return fig
 
 
