@@ -17,16 +17,17 @@ def models_command() -> None:
     from tunelens.lm.aliases import MODEL_ALIASES
     from tunelens.runs import is_interactive
 
+    rows = [(alias, e.hub_id, e.family, e.n_params, e.note) for alias, e in MODEL_ALIASES.items()]
     if not is_interactive():
-        for alias, entry in MODEL_ALIASES.items():
-            typer.echo(f"{alias}\t{entry.hub_id}\t{entry.family}\t{entry.n_params}\t{entry.note}")
+        for row in rows:
+            typer.echo("\t".join(row))
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table("alias", "hub id", "family", "size", "note")
-    for alias, entry in MODEL_ALIASES.items():
-        table.add_row(alias, entry.hub_id, entry.family, entry.n_params, entry.note)
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
 
 
@@ -36,10 +37,14 @@ def pretrain_command(
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML of TinyStoriesConfig fields.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override: key=value (repeatable).")] = None,
 ) -> None:
-    """Pretrain a tiny base LM on the synthetic story corpus and save it as a Hugging Face directory."""
+    """Pretrain a tiny base LM on the synthetic story corpus and save it as a Hugging Face directory.
+
+    Without --out the model goes to the cache that studies load "the tiny base model" from, and an existing
+    model for the same config is reused.
+    """
     from tunelens.config import load_config
-    from tunelens.lm.pretrain import TinyStoriesConfig, cached_model_dir, pretrain, read_summary
-    from tunelens.runs import Run
+    from tunelens.lm.pretrain import (TinyStoriesConfig, cached_model_dir, is_pretrained, pretrain_with_progress,
+                                      read_summary, tiny_story_model)
 
     try:
         if name not in PRETRAINABLE:
@@ -48,24 +53,30 @@ def pretrain_command(
     except UsageError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    target = out if out is not None else cached_model_dir(resolved)
-    if out is None and (target / "pretrain_summary.json").is_file():
-        typer.echo(f"{name}: already pretrained with this config: {target}")
+    if out is None and is_pretrained(cached_model_dir(resolved)):
+        typer.echo(f"{name}: already pretrained with this config: {cached_model_dir(resolved)}")
         return
-    run = Run(target, name)
     try:
-        with run.progress(resolved.steps, "pretraining") as bar:
-            def report(step: int, loss: float) -> None:
-                bar.update(status=f"loss {loss:.3f}")
-                if step % 50 == 0:
-                    run.log_metrics(step, {"train/loss": loss})
-
-            pretrain(resolved, target, run.log, report)
-    finally:
-        run.close()
+        if out is None:
+            target = tiny_story_model(resolved)
+        else:
+            pretrain_with_progress(resolved, out)
+            target = out
+    except UsageError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        raise typer.Exit(1) from None
+    except Exception as err:  # noqa: BLE001 - the CLI's job is to turn the cause into one line
+        typer.echo(f"error: pretraining failed: {type(err).__name__}: {err}", err=True)
+        raise typer.Exit(1) from None
     summary = read_summary(target)
     typer.echo(f"{name}: {summary['n_params'] / 1e6:.2f}M parameters, held-out loss {summary['eval_loss']:.3f} "
-               f"(from {summary['eval_loss_initial']:.3f}), {summary['seconds']:.0f}s -> {target}")
+               f"(from {summary['eval_loss_initial']:.3f}; train {summary['train_loss']:.3f}), "
+               f"{summary['seconds']:.0f}s -> {target}")
+    for item in summary["samples"]:
+        typer.echo(f"  {item['prompt']} >> {item['continuation']!r}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,11 +1,15 @@
-"""Batched sampling with temperature and nucleus (top-p) filtering."""
+"""Batched sampling with temperature and nucleus (top-p) filtering.
+
+Prompts are left-padded so that every row's last position is a real token; position ids count only real tokens,
+so a padded row continues exactly as it would alone. Keys and values are cached between steps.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from tunelens.lm.batching import pad_batch
@@ -16,37 +20,53 @@ def top_p_filter(logits: Float[Tensor, "batch vocab"], top_p: float) -> Float[Te
     if top_p >= 1.0:
         return logits
     sorted_logits, order = logits.sort(dim=-1, descending=True)
-    cumulative = sorted_logits.softmax(-1).cumsum(-1)
-    remove = cumulative - sorted_logits.softmax(-1) >= top_p  # mass before this token already reaches top_p
+    sorted_probs = sorted_logits.softmax(-1)
+    remove = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # mass before this token already reaches top_p
     sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+def next_tokens(logits: Float[Tensor, "batch vocab"], temperature: float, top_p: float,
+                generator: torch.Generator | None = None) -> Int[Tensor, "batch"]:
+    """Temperature 0 is greedy decoding; draws use `generator` on the CPU so they do not depend on the device."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = top_p_filter(logits.float() / temperature, top_p).softmax(-1)
+    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
 
 
 @torch.no_grad()
 def sample(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 64, temperature: float = 1.0,
            top_p: float = 1.0, generator: torch.Generator | None = None) -> list[str]:
-    """Continue each prompt; stops a row at EOS. Temperature 0 is greedy decoding."""
+    """Continue each prompt (encoded with the tokenizer's own special tokens, e.g. BOS); a row stops at EOS.
+
+    Returns only the continuations, decoded without the EOS.
+    """
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature} and {top_p}")
     device = next(model.parameters()).device
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] or [tokenizer.bos_token_id] for p in prompts]
-    ids, mask = pad_batch(encoded, tokenizer.pad_token_id, side="left")
-    ids, mask = ids.to(device), mask.to(device)
-    finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    new_tokens = []
+    encoded = tokenizer(list(prompts))["input_ids"]
+    if not all(encoded):
+        raise ValueError("every prompt must encode to at least one token")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids, mask = (t.to(device) for t in pad_batch(encoded, pad_id, side="left"))
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    finished = torch.zeros(len(encoded), dtype=torch.bool, device=device)
+    new_tokens: list[Tensor] = []
+    past = None
     for _ in range(max_new_tokens):
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1].float()
-        if temperature == 0:
-            token = logits.argmax(-1)
-        else:
-            probs = top_p_filter(logits / temperature, top_p).softmax(-1)
-            token = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(device)
-        token = torch.where(finished, torch.full_like(token, tokenizer.pad_token_id), token)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        token = torch.where(finished, pad_id, next_tokens(out.logits[:, -1], temperature, top_p, generator))
         new_tokens.append(token)
         finished |= token == tokenizer.eos_token_id
-        ids = torch.cat([ids, token[:, None]], dim=1)
-        mask = torch.cat([mask, (~finished | (token == tokenizer.eos_token_id)).long()[:, None]], dim=1)
+        ids, positions = token[:, None], positions[:, -1:] + 1
+        mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
         if finished.all():
             break
-    generated = torch.stack(new_tokens, dim=1).tolist()
-    return [tokenizer.decode([t for t in row if t not in (tokenizer.pad_token_id, tokenizer.eos_token_id)])
-            for row in generated]
+    rows = torch.stack(new_tokens, dim=1).tolist()
+    return [tokenizer.decode(_until_eos(row, tokenizer.eos_token_id)) for row in rows]
+
+
+def _until_eos(token_ids: list[int], eos_id: int | None) -> list[int]:
+    return token_ids[: token_ids.index(eos_id)] if eos_id in token_ids else token_ids

@@ -1,14 +1,17 @@
-"""Load causal LMs and tokenizers from a local directory, a Hugging Face hub id, or an alias.
+"""Load causal LMs and tokenizers from a local directory, a Hugging Face hub id, or an alias (`tunelens models`).
 
-A local directory is used as is. Otherwise the hub id is tried from the local cache first (no network wait), then
-from the hub unless HF_HUB_OFFLINE is set; when both fail the error says which id was missing and how to get it.
+A local directory is used as is. A hub id is loaded from the Hugging Face cache when it is there, as a directory,
+so that nothing touches the network (transformers' own `local_files_only` still probes the hub for adapters).
+Otherwise, unless HF_HUB_OFFLINE is set, one quick request checks that the hub can serve it before the loaders'
+slow retries start. Every failure to find a model is one line naming the id and how to get it.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -19,11 +22,64 @@ Quantize = Literal["4bit", "8bit"] | None
 PaddingSide = Literal["left", "right"]
 
 
+def load_tokenizer(name_or_path: str | Path, padding_side: PaddingSide):
+    """Tokenizer with a pad token (EOS when it has none) and the padding side this caller needs.
+
+    The side is required because it differs by use: left for generation, right for training and scoring.
+    """
+    from transformers import AutoTokenizer
+
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, name_or_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_model(name_or_path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+               quantize: Quantize = None):
+    """A causal LM in eval mode on `device`; 4-/8-bit weights only on CUDA, through bitsandbytes."""
+    from transformers import AutoModelForCausalLM
+
+    device = torch.device(device)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if quantize is not None:
+        kwargs["quantization_config"] = quantization_config(quantize, device)
+        kwargs["device_map"] = {"": device.index or 0}
+    model = _from_pretrained(AutoModelForCausalLM.from_pretrained, name_or_path, **kwargs)
+    if quantize is None:
+        model = model.to(device)
+    return model.eval()
+
+
+def quantization_config(quantize: str, device: torch.device):
+    if quantize not in ("4bit", "8bit"):
+        raise UsageError(f"quantize must be 4bit, 8bit or None, got '{quantize}'")
+    if device.type != "cuda" or not torch.cuda.is_available():
+        raise UsageError(f"{quantize} loading needs a CUDA device (bitsandbytes); load with quantize=None "
+                         f"on {device.type}")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UsageError(f"{quantize} loading needs bitsandbytes: uv sync --extra cuda") from None
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+# ------------------------------------------------------------------------------------------------ resolution
+
+
 def resolve_name(name_or_path: str | Path) -> str:
-    """A local directory, else the hub id behind an alias, else the name itself (a hub id)."""
+    """A local directory, else the hub id (or directory) behind an alias, else the name itself as a hub id."""
     text = str(name_or_path)
-    if Path(text).is_dir():
-        return text
+    expanded = os.path.expanduser(text)
+    if Path(expanded).is_dir():
+        return expanded
     if text in MODEL_ALIASES:
         return MODEL_ALIASES[text].hub_id
     if text.startswith((".", "/", "~")) or text.count("/") > 1:
@@ -31,26 +87,34 @@ def resolve_name(name_or_path: str | Path) -> str:
     return text
 
 
-def _not_found(name: str, hub_id: str, cause: str) -> UsageError:
-    shown = f"{name} ({hub_id})" if name != hub_id else hub_id
-    return UsageError(f"model '{shown}' is not available locally and could not be downloaded "
-                      f"({cause}); download it with `hf download {hub_id}` (or run once with network "
-                      f"access), or pass a local directory that holds it")
-
-
-def _from_pretrained(loader, name: str, **kwargs):
+def _from_pretrained(loader: Callable[..., Any], name: str | Path, **kwargs: Any) -> Any:
+    name = str(name)
     source = resolve_name(name)
     if Path(source).is_dir():
         return loader(source, **kwargs)
     snapshot = cached_snapshot(source)
-    if snapshot is not None:  # load the cached files as a directory: no network call at all
-        return loader(snapshot, **kwargs)
-    if hub_offline():
+    if snapshot is not None:
+        try:
+            return loader(snapshot, **kwargs)
+        except OSError:  # partly cached, e.g. the tokenizer files but not the weights: the hub has the rest
+            if hub_offline():
+                raise _not_found(name, source, "offline and only partly in the local cache") from None
+    elif hub_offline():
         raise _not_found(name, source, "offline and not in the local cache")
+    problem = hub_problem(source)
+    if problem is not None:
+        raise _not_found(name, source, problem)
     try:
         return loader(source, **kwargs)
     except OSError as err:
-        raise _not_found(name, source, type(err).__name__) from None
+        raise _not_found(name, source, str(err).strip().splitlines()[0]) from None
+
+
+def _not_found(name: str, hub_id: str, cause: str) -> UsageError:
+    shown = f"{name} ({hub_id})" if name != hub_id else hub_id
+    return UsageError(f"model '{shown}' is not available locally and could not be downloaded ({cause}); "
+                      f"download it with `hf download {hub_id}` (or `huggingface-cli download {hub_id}`, or run "
+                      f"once with network access), or pass a local directory that holds it")
 
 
 def cached_snapshot(hub_id: str) -> str | None:
@@ -67,50 +131,22 @@ def cached_snapshot(hub_id: str) -> str | None:
                          "hub id") from None
 
 
+def hub_problem(hub_id: str) -> str | None:
+    """Why the hub cannot serve `hub_id` right now, or None: one request that fails at once when offline."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HTTPError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(hub_id, timeout=10)
+    except RepositoryNotFoundError:
+        return "no such model on the hub, or it is private: check the id, or log in with `hf auth login`"
+    except (HTTPError, OSError) as err:
+        return f"cannot reach the hub: {type(err).__name__}"
+    return None
+
+
 def hub_offline() -> bool:
     from huggingface_hub import constants
 
     flag = os.environ.get("HF_HUB_OFFLINE", "")
     return constants.HF_HUB_OFFLINE or flag.lower() in ("1", "true", "yes", "on")
-
-
-def load_tokenizer(name_or_path: str | Path, padding_side: PaddingSide):
-    """Tokenizer with a pad token (EOS when it has none) and the padding side the caller needs."""
-    from transformers import AutoTokenizer
-
-    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, str(name_or_path))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = padding_side
-    return tokenizer
-
-
-def load_model(name_or_path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-               quantize: Quantize = None):
-    """A causal LM in eval mode on `device`; 4-/8-bit only on CUDA, through bitsandbytes."""
-    from transformers import AutoModelForCausalLM
-
-    kwargs: dict = {"dtype": dtype}
-    if quantize is not None:
-        kwargs["quantization_config"] = quantization_config(quantize, torch.device(device))
-        kwargs["device_map"] = {"": torch.device(device).index or 0}
-    model = _from_pretrained(AutoModelForCausalLM.from_pretrained, str(name_or_path), **kwargs)
-    if quantize is None:
-        model = model.to(device)
-    return model.eval()
-
-
-def quantization_config(quantize: str, device: torch.device):
-    if quantize not in ("4bit", "8bit"):
-        raise UsageError(f"quantize must be 4bit, 8bit or None, got '{quantize}'")
-    if device.type != "cuda" or not torch.cuda.is_available():
-        raise UsageError(f"{quantize} loading needs a CUDA device (bitsandbytes); use quantize=None on {device.type}")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise UsageError(f"{quantize} loading needs bitsandbytes: uv sync --extra cuda") from None
-    from transformers import BitsAndBytesConfig
-
-    if quantize == "4bit":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-    return BitsAndBytesConfig(load_in_8bit=True)

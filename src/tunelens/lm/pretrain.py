@@ -1,130 +1,219 @@
 """Pretrain the tiny base language model on the synthetic story corpus.
 
-`tiny_story_model()` is how studies get "the tiny base model": it returns a cached Hugging Face directory
-(model + tokenizer), trained on first use and keyed by the hash of its config.
+`tiny_story_model()` is how studies get "the tiny base model": the directory of an ordinary Hugging Face model
+(model + tokenizer + `pretrain_summary.json`), cached under `runs.cache_dir()/tiny-stories/<hash>` where the hash
+covers the config and the corpus version, and pretrained on first use.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import os
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+from jaxtyping import Int
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from torch import Tensor
 
-from tunelens.config import Schedule, TunelensConfig, config_hash, schedule_value
-from tunelens.runs import cache_dir, write_json
+from tunelens.config import Schedule, TunelensConfig, UsageError, config_hash, config_to_dict, schedule_value
+from tunelens.lm.corpus import CORPUS_VERSION
+from tunelens.runs import Run, cache_dir, write_json
+
+SUMMARY_FILE = "pretrain_summary.json"
 
 
 class TinyStoriesConfig(TunelensConfig):
-    """Tiny base LM on synthetic stories; defaults train in a few minutes on a 2-core CPU."""
+    """Tiny base LM on synthetic stories; the defaults train in about five minutes on a 2-core CPU."""
 
+    # model
     architecture: Literal["llama", "olmo2"] = Field("llama", description="transformers architecture.")
     vocab_size: PositiveInt = Field(2048, description="BPE vocabulary size (special tokens included).")
     d_model: PositiveInt = Field(128, description="Hidden width.")
     n_layers: PositiveInt = Field(4, description="Transformer blocks.")
-    n_heads: PositiveInt = Field(4, description="Attention heads.")
+    n_heads: PositiveInt = Field(4, description="Attention heads (must divide d_model).")
     d_mlp: PositiveInt = Field(384, description="MLP width.")
-    seq_len: PositiveInt = Field(128, description="Tokens per training window.")
+    tie_embeddings: bool = Field(True, description="Share the input and output embedding matrix.")
+    # data
+    seq_len: PositiveInt = Field(128, description="Tokens per training window (also the model's max length).")
     n_train_stories: PositiveInt = Field(20_000, description="Training stories (tokenizer and LM).")
     n_eval_stories: PositiveInt = Field(200, description="Held-out stories for the eval loss.")
     corpus_seed: NonNegativeInt = Field(0, description="Seed of the story corpus.")
-    steps: PositiveInt = Field(1500, description="Optimisation steps.")
+    # optimisation
+    steps: PositiveInt = Field(1000, description="Optimisation steps.")
     batch_size: PositiveInt = Field(32, description="Windows per step.")
-    lr: PositiveFloat = Field(3e-3, description="Peak learning rate (AdamW).")
+    lr: PositiveFloat = Field(6e-3, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay.")
-    lr_schedule: Schedule = Field(default_factory=lambda: Schedule(kind="cosine", warmup_frac=0.05, final_frac=0.1))
+    lr_schedule: Schedule = Field(Schedule(kind="cosine", warmup_frac=0.05, final_frac=0.1),
+                                  description="Learning-rate schedule over `steps`.")
+    # summary
     n_samples: PositiveInt = Field(3, description="Continuations sampled for the summary.")
 
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TinyStoriesConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
+        return self
 
-def windows(token_ids: list[int], seq_len: int) -> torch.Tensor:
-    n = len(token_ids) // seq_len
-    return torch.tensor(token_ids[: n * seq_len]).view(n, seq_len)
+
+# ------------------------------------------------------------------------------------------------- steps
 
 
 def encode_stories(tokenizer, stories: list[str]) -> list[int]:
+    """One token stream: each story as the tokenizer encodes it (BOS first), then EOS."""
     stream: list[int] = []
-    for ids in tokenizer(stories, add_special_tokens=False)["input_ids"]:
-        stream += [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
+    for ids in tokenizer(stories)["input_ids"]:
+        stream += [*ids, tokenizer.eos_token_id]
     return stream
 
 
+def windows(token_ids: list[int], seq_len: int) -> Int[Tensor, "window seq"]:
+    n_windows = len(token_ids) // seq_len
+    if n_windows == 0:
+        raise UsageError(f"{len(token_ids)} tokens make no window of seq_len={seq_len}: use more stories")
+    return torch.tensor(token_ids[: n_windows * seq_len]).view(n_windows, seq_len)
+
+
 @torch.no_grad()
-def mean_loss(model, data: torch.Tensor, batch_size: int = 64) -> float:
-    losses = [model(input_ids=data[i:i + batch_size], labels=data[i:i + batch_size]).loss.item() * len(
-        data[i:i + batch_size]) for i in range(0, len(data), batch_size)]
-    return sum(losses) / len(data)
+def mean_loss(model, data: Int[Tensor, "window seq"], batch_size: int = 64) -> float:
+    """Mean next-token loss over all windows (every window has the same number of targets)."""
+    total = sum(model(input_ids=chunk, labels=chunk).loss.item() * len(chunk) for chunk in data.split(batch_size))
+    return total / len(data)
 
 
-def pretrain(config: TinyStoriesConfig, out_dir: str | Path, log=print, progress=None) -> dict:
-    """Train tokenizer and model, save both to `out_dir` as one HF directory, return the summary."""
+def train_step(model, optimizer: torch.optim.Optimizer, batch: Int[Tensor, "batch seq"], lr: float) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = model(input_ids=batch, labels=batch).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()
+
+
+# ----------------------------------------------------------------------------------------------- pretrain
+
+ProgressFn = Callable[[int, float], None]
+
+
+def pretrain(config: TinyStoriesConfig, out_dir: str | Path, log: Callable[[str], None] = print,
+             progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Train tokenizer and model, save both to `out_dir` as one HF directory, return the summary (also saved)."""
     from tunelens.lm.corpus import story_splits
     from tunelens.lm.generation import sample
     from tunelens.lm.tiny import tiny_causal_lm
     from tunelens.lm.tokenizer import train_bpe_tokenizer
 
     start = time.perf_counter()
-    torch.manual_seed(config.seed)
-    out_dir = Path(out_dir)
+    generator = torch.Generator().manual_seed(config.seed)
     train_stories, eval_stories = story_splits(config.n_train_stories, config.n_eval_stories, config.corpus_seed)
     tokenizer = train_bpe_tokenizer(train_stories, config.vocab_size)
     train_data = windows(encode_stories(tokenizer, train_stories), config.seq_len)
     eval_data = windows(encode_stories(tokenizer, eval_stories), config.seq_len)
-    model = tiny_causal_lm(config.architecture, len(tokenizer), config.d_model, config.n_layers, config.n_heads,
-                           config.d_mlp, config.seq_len, tokenizer.bos_token_id, tokenizer.eos_token_id,
-                           tokenizer.pad_token_id)
+    train_probe = train_data[: len(eval_data)]  # same size as the held-out set, so the two losses compare
+    with torch.random.fork_rng(devices=[]):  # seeded init that leaves a calling study's random stream alone
+        torch.manual_seed(config.seed)
+        model = tiny_causal_lm(config.architecture, len(tokenizer), config.d_model, config.n_layers, config.n_heads,
+                               config.d_mlp, config.seq_len, config.tie_embeddings, tokenizer.bos_token_id,
+                               tokenizer.eos_token_id, tokenizer.pad_token_id)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"tiny-stories: {n_params / 1e6:.2f}M parameters, {len(train_data)} training windows of {config.seq_len} "
-        f"tokens, {config.steps} steps")
-    initial_eval = mean_loss(model.eval(), eval_data)
+    log(f"{n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, {len(train_data)} training windows of "
+        f"{config.seq_len} tokens, {config.steps} steps of {config.batch_size}")
+    eval_loss_initial = mean_loss(model.eval(), eval_data)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   betas=(0.9, 0.95))
-    generator = torch.Generator().manual_seed(config.seed)
     model.train()
-    loss = torch.tensor(math.nan)
+    train_start = time.perf_counter()
     for step in range(config.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = schedule_value(config.lr_schedule, config.lr, step, config.steps)
         batch = train_data[torch.randint(0, len(train_data), (config.batch_size,), generator=generator)]
-        loss = model(input_ids=batch, labels=batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        loss = train_step(model, optimizer, batch, schedule_value(config.lr_schedule, config.lr, step, config.steps))
         if progress is not None:
-            progress(step, loss.item())
+            progress(step, loss)
+    train_seconds = time.perf_counter() - train_start
     model.eval()
-    eval_loss = mean_loss(model, eval_data)
-    prompts = [" ".join(story.split()[:6]) for story in eval_stories[: config.n_samples]]
-    samples = sample(model, tokenizer, prompts, max_new_tokens=60, temperature=0.8, top_p=0.95, generator=generator)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.padding_side = "right"
+    prompts = [" ".join(story.split()[:8]) for story in eval_stories[: config.n_samples]]
+    continuations = sample(model, tokenizer, prompts, max_new_tokens=80, temperature=0.8, top_p=0.95,
+                           generator=generator)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    summary = {"n_params": n_params, "steps": config.steps, "train_loss_last_batch": loss.item(),
-               "eval_loss_initial": initial_eval, "eval_loss": eval_loss,
-               "samples": [{"prompt": p, "continuation": s} for p, s in zip(prompts, samples)],
-               "seconds": round(time.perf_counter() - start, 1), "config": config.model_dump(mode="json")}
-    write_json(out_dir / "pretrain_summary.json", summary)
+    summary = {"n_params": n_params, "vocab_size": len(tokenizer), "steps": config.steps,
+               "n_train_tokens_seen": config.steps * config.batch_size * config.seq_len,
+               "n_train_windows": len(train_data), "train_loss": mean_loss(model, train_probe),
+               "eval_loss": mean_loss(model, eval_data), "eval_loss_initial": eval_loss_initial,
+               "train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - start, 1),
+               "samples": [{"prompt": p, "continuation": c} for p, c in zip(prompts, continuations)],
+               "corpus_version": CORPUS_VERSION, "config": config_to_dict(config)}
+    write_json(Path(out_dir) / SUMMARY_FILE, summary)  # last: its presence marks a finished model
     return summary
 
 
+def pretrain_with_progress(config: TinyStoriesConfig, out_dir: Path, quiet: bool = False) -> dict[str, Any]:
+    """`pretrain` inside a Run: progress bar on a terminal; log.txt (with the traceback of a failure) and
+    metrics.jsonl (loss every 10 steps) beside the model."""
+    run = Run(out_dir, "tiny-stories", quiet=quiet)
+    try:
+        with run.progress(config.steps, "pretraining") as bar:
+            def report(step: int, loss: float) -> None:
+                bar.update(status=f"loss {loss:.3f}")
+                if step % 10 == 0 or step == config.steps - 1:
+                    run.log_metrics(step, {"train/loss": loss})
+
+            summary = pretrain(config, out_dir, run.log, report)
+    except BaseException:
+        run.logger.exception("pretraining failed")
+        raise
+    finally:
+        run.close()
+    figures = out_dir / "figures"  # made by Run; a model directory has none
+    if not any(figures.iterdir()):
+        figures.rmdir()
+    return summary
+
+
+# -------------------------------------------------------------------------------------------------- cache
+
+
 def cached_model_dir(config: TinyStoriesConfig) -> Path:
-    return cache_dir() / "tiny-stories" / config_hash(config)
+    key = config_hash({"config": config_to_dict(config), "corpus_version": CORPUS_VERSION})
+    return cache_dir() / "tiny-stories" / key
 
 
-def tiny_story_model(config: TinyStoriesConfig | None = None, log=print) -> Path:
-    """Directory of the tiny base model for `config` (defaults when None), pretrained first if not cached."""
+def tiny_story_model(config: TinyStoriesConfig | None = None, quiet: bool = False) -> Path:
+    """Directory of the tiny base model for `config` (defaults when None), pretrained first if not cached.
+
+    Training happens in a staging directory that is renamed into place when complete, so a killed run or two
+    processes training at once never leave a half-written model where the cache looks.
+    """
     config = config or TinyStoriesConfig()
     folder = cached_model_dir(config)
-    if not (folder / "pretrain_summary.json").is_file():  # written last: its presence means a finished model
-        log(f"tiny-stories: no cached model, pretraining into {folder}")
-        pretrain(config, folder, log)
+    if is_pretrained(folder):
+        return folder
+    staging = folder.parent / f".{folder.name}.{os.getpid()}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    pretrain_with_progress(config, staging, quiet)
+    try:
+        staging.rename(folder)
+    except OSError:  # another process finished first (or left an unfinished folder): keep a finished one
+        if not is_pretrained(folder):
+            shutil.rmtree(folder)
+            staging.rename(folder)
+    shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
-def read_summary(folder: Path) -> dict:
-    return json.loads((folder / "pretrain_summary.json").read_text())
+def is_pretrained(folder: Path) -> bool:
+    return (folder / SUMMARY_FILE).is_file()
+
+
+def read_summary(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / SUMMARY_FILE).read_text())
+
+
+__all__ = ["TinyStoriesConfig", "cached_model_dir", "pretrain", "pretrain_with_progress", "read_summary",
+           "tiny_story_model"]

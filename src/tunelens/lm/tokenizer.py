@@ -1,4 +1,8 @@
-"""A byte-level BPE tokenizer trained locally with `tokenizers`, saved as a standard PreTrainedTokenizerFast."""
+"""A byte-level BPE tokenizer trained locally with `tokenizers`, saved as a standard PreTrainedTokenizerFast.
+
+Like the Llama-3 and OLMo-2 tokenizers it prepends BOS when asked for special tokens (`tokenizer(text)`), so code
+written for real checkpoints sees the same conventions on the tiny models.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: tuple[str, ...] = (BOS, EOS, PAD),
                         out_dir: str | Path | None = None):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """Special tokens get the first ids, in the order given; BOS, EOS and PAD are named roles when present."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
@@ -19,12 +24,15 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: t
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     core.train_from_iterator(texts, trainer=trainer)
-    named = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}
+    if BOS in special_tokens:
+        core.post_processor = processors.TemplateProcessing(
+            single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, core.token_to_id(BOS))])
+    roles = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core,
-                                        **{k: v for k, v in named.items() if v in special_tokens})
-    extra = [t for t in special_tokens if t not in named.values()]
+                                        **{role: token for role, token in roles.items() if token in special_tokens})
+    extra = [token for token in special_tokens if token not in roles.values()]
     if extra:
-        tokenizer.add_special_tokens({"additional_special_tokens": extra})
+        tokenizer.add_special_tokens({"extra_special_tokens": extra})
     if out_dir is not None:
         tokenizer.save_pretrained(str(out_dir))
     return tokenizer

@@ -1,0 +1,62 @@
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tunelens.config import UsageError, validate_config
+from tunelens.lm import pretrain as pretrain_module
+from tunelens.lm.pretrain import TinyStoriesConfig, cached_model_dir, tiny_story_model
+
+
+def test_micro_pretraining_lowers_held_out_loss(micro_lm):
+    _, summary = micro_lm
+    assert summary["eval_loss"] < summary["eval_loss_initial"] - 0.5, summary
+    assert summary["train_loss"] < summary["eval_loss_initial"] - 0.5
+    assert len(summary["samples"]) == 2 and all(s["continuation"] for s in summary["samples"])
+
+
+def test_pretrained_directory_is_an_ordinary_hf_model(micro_lm):
+    folder, summary = micro_lm
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert sum(p.numel() for p in model.parameters()) == summary["n_params"]
+    assert (folder / "model.safetensors").is_file() and tokenizer.bos_token == "<|bos|>"
+    ids = torch.tensor([tokenizer("Once upon a time")["input_ids"]])
+    assert model(input_ids=ids).logits.shape == (1, ids.shape[1], len(tokenizer))
+
+
+def test_tiny_story_model_trains_once_then_reuses_the_cache(monkeypatch, tmp_path, nano_settings):
+    monkeypatch.setenv("TUNELENS_CACHE", str(tmp_path))
+    nano = TinyStoriesConfig(**nano_settings)
+    folder = tiny_story_model(nano, quiet=True)
+    assert folder == cached_model_dir(nano) and folder.parent == tmp_path / "tiny-stories"
+    assert (folder / "pretrain_summary.json").is_file() and (folder / "log.txt").is_file()
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no staging directory left behind
+
+    def fail(*args, **kwargs):
+        raise AssertionError("retrained a cached model")
+
+    monkeypatch.setattr(pretrain_module, "pretrain", fail)
+    assert tiny_story_model(nano, quiet=True) == folder
+
+
+def test_cache_key_covers_the_config_and_the_corpus_version(monkeypatch, nano_settings):
+    nano = TinyStoriesConfig(**nano_settings)
+    before = cached_model_dir(nano)
+    assert cached_model_dir(TinyStoriesConfig(**{**nano_settings, "steps": 4})) != before
+    monkeypatch.setattr(pretrain_module, "CORPUS_VERSION", -1)
+    assert cached_model_dir(nano) != before
+
+
+def test_config_checks():
+    with pytest.raises(UsageError, match="unknown config key 'bogus'"):
+        validate_config(TinyStoriesConfig, {"bogus": 1})
+    with pytest.raises(UsageError, match="n_heads"):
+        validate_config(TinyStoriesConfig, {"d_model": 100, "n_heads": 3})
+
+
+def test_pretraining_leaves_the_callers_random_stream_alone(tmp_path, nano_settings):
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    pretrain_module.pretrain(TinyStoriesConfig(**nano_settings), tmp_path, log=lambda message: None)
+    assert torch.equal(torch.rand(3), expected)

@@ -1,0 +1,55 @@
+"""The SPD language-model target on the micro story model (here because it needs the `micro_lm` fixture)."""
+
+import pytest
+import torch
+
+from tunelens.config import UsageError
+
+
+def test_spd_on_a_micro_lm_with_all_masks_one_reproduces_the_logits(micro_lm):
+    from tunelens.spd.component_model import LayerMask
+    from tunelens.spd.configs import SpdConfig
+    from tunelens.spd.train import build_component_model, build_target
+
+    folder, _ = micro_lm
+    config = SpdConfig.model_validate({"target": {"kind": "lm", "model": str(folder), "seq_len": 16,
+                                                  "n_train_stories": 40, "n_eval_stories": 5,
+                                                  "modules": ["model.embed_tokens", "model.layers.0.mlp.up_proj"]},
+                                       "C": 7})
+    target = build_target(config, torch.device("cpu"), lambda m: None)
+    model = build_component_model(config, target)
+    ids = target.sample_batch(3)
+    expected, _ = model.forward_target(ids)
+    ones = {n: LayerMask(mask=torch.ones(3, 16, 7), delta_mask=torch.ones(3, 16)) for n in model.names}
+    assert torch.allclose(model.forward_masked(ids, ones, model.weight_deltas()), expected, atol=1e-4)
+    without_delta = {n: LayerMask(mask=torch.ones(3, 16, 7)) for n in model.names}
+    assert not torch.allclose(model.forward_masked(ids, without_delta), expected, atol=1e-2)
+
+
+def test_spd_lm_run_end_to_end(micro_lm, tmp_path):
+    import json
+
+    from tunelens.registry import get_experiment
+    from tunelens.runs import run_experiment
+
+    folder, _ = micro_lm
+    experiment = get_experiment("lm_emb")
+    config = experiment.load_config(assignments=[
+        f"target.model={folder}", "target.seq_len=16", "target.n_train_stories=40", "target.n_eval_stories=10",
+        "optim.steps=5", "optim.batch_size=4", "eval.batch_size=4", "C=10", "optim.faithfulness_warmup_steps=2"])
+    run_experiment(experiment, config, tmp_path, quiet=True)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {"kl", "ce_target", "ce_masked", "ce_unmasked"} <= set(summary)
+    assert 0 <= summary["layers"]["model.embed_tokens"]["n_alive"] <= 10
+    assert (tmp_path / "figures" / "top_tokens_model.embed_tokens.png").is_file()
+    assert not (tmp_path / "target.safetensors").exists()  # the LM is reloaded from its source, not copied
+
+
+def test_unknown_lm_module_is_a_usage_error(micro_lm):
+    from tunelens.spd.configs import SpdConfig
+    from tunelens.spd.train import build_target
+
+    config = SpdConfig.model_validate({"target": {"kind": "lm", "model": str(micro_lm[0]), "n_train_stories": 20,
+                                                  "n_eval_stories": 5, "modules": ["model.layers.9.mlp"]}})
+    with pytest.raises(UsageError, match="no module 'model.layers.9.mlp'"):
+        build_target(config, torch.device("cpu"), lambda m: None)
