@@ -137,6 +137,27 @@ def test_faking_a_pass_does_not_work(sandbox):
     assert not result.passed and result.error == "assertion"
 
 
+SKIP_TESTS_BY_PATCHING = {
+    "exec": "import builtins\n_exec = builtins.exec\n"
+            "def exec(source, *args, **kwargs):\n"
+            "    if getattr(source, 'co_filename', '') != 'tests.py':\n"
+            "        return _exec(source, *args, **kwargs)\n"
+            "builtins.exec = exec\n",
+    "compile": "import builtins\n_compile = builtins.compile\n"
+               "def compile(source, name, *args, **kwargs):\n"
+               "    return _compile('pass' if name == 'tests.py' else source, name, *args, **kwargs)\n"
+               "builtins.compile = compile\n",
+    "settrace": "import sys\nsys.settrace = lambda *args: None\nsys.setprofile = lambda *args: None\n",
+    "rewrite the tests": "open('tests.py', 'w').write('pass\\n')\n",
+}
+
+
+@pytest.mark.parametrize("patch", SKIP_TESTS_BY_PATCHING.values(), ids=SKIP_TESTS_BY_PATCHING.keys())
+def test_replacing_what_runs_the_tests_does_not_skip_them(sandbox, patch):
+    result = judged(sandbox, SOLUTION + patch, tests="assert add(1, 2) == 4\n")
+    assert not result.passed and result.error == "assertion"
+
+
 def test_closing_stdout_does_not_hide_a_real_pass(sandbox):
     assert judged(sandbox, SOLUTION + "import os\nos.close(1)\nos.close(2)\n").passed
 
