@@ -1,4 +1,5 @@
-"""Padding token-id lists into batches, and the per-example loss that ignores the padding."""
+"""Token streams cut into training windows, padding token-id lists into batches, and the per-example loss that
+ignores the padding."""
 
 from __future__ import annotations
 
@@ -9,6 +10,23 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from tunelens.config import UsageError
+
+
+def token_windows(texts: Sequence[str], tokenizer, seq_len: int) -> Int[Tensor, "window seq"]:
+    """Each text encoded as the tokenizer does by default (with its BOS for Llama/OLMo-2-style tokenizers), then
+    EOS; the texts joined into one stream and cut into non-overlapping windows of seq_len tokens (the remainder
+    is dropped)."""
+    eos = tokenizer.eos_token_id
+    stream: list[int] = []
+    for ids in tokenizer(list(texts))["input_ids"]:
+        stream += ids if eos is None else [*ids, eos]
+    n_windows = len(stream) // seq_len
+    if n_windows == 0:
+        raise UsageError(f"{len(texts)} texts make {len(stream)} tokens, so no window of seq_len={seq_len}: use "
+                         "more texts or a shorter seq_len")
+    return torch.tensor(stream[: n_windows * seq_len]).view(n_windows, seq_len)
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: Literal["left", "right"]

@@ -20,7 +20,7 @@ from jaxtyping import Int
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from torch import Tensor
 
-from tunelens.config import Schedule, TunelensConfig, UsageError, config_hash, config_to_dict, schedule_value
+from tunelens.config import Schedule, TunelensConfig, config_hash, config_to_dict, schedule_value
 from tunelens.lm.corpus import CORPUS_VERSION
 from tunelens.runs import Run, cache_dir, write_json
 
@@ -63,21 +63,6 @@ class TinyStoriesConfig(TunelensConfig):
 # ------------------------------------------------------------------------------------------------- steps
 
 
-def encode_stories(tokenizer, stories: list[str]) -> list[int]:
-    """One token stream: each story as the tokenizer encodes it (BOS first), then EOS."""
-    stream: list[int] = []
-    for ids in tokenizer(stories)["input_ids"]:
-        stream += [*ids, tokenizer.eos_token_id]
-    return stream
-
-
-def windows(token_ids: list[int], seq_len: int) -> Int[Tensor, "window seq"]:
-    n_windows = len(token_ids) // seq_len
-    if n_windows == 0:
-        raise UsageError(f"{len(token_ids)} tokens make no window of seq_len={seq_len}: use more stories")
-    return torch.tensor(token_ids[: n_windows * seq_len]).view(n_windows, seq_len)
-
-
 @torch.no_grad()
 def mean_loss(model, data: Int[Tensor, "window seq"], batch_size: int = 64) -> float:
     """Mean next-token loss over all windows (every window has the same number of targets)."""
@@ -104,6 +89,7 @@ ProgressFn = Callable[[int, float], None]
 def pretrain(config: TinyStoriesConfig, out_dir: str | Path, log: Callable[[str], None] = print,
              progress: ProgressFn | None = None) -> dict[str, Any]:
     """Train tokenizer and model, save both to `out_dir` as one HF directory, return the summary (also saved)."""
+    from tunelens.lm.batching import token_windows
     from tunelens.lm.corpus import story_splits
     from tunelens.lm.generation import sample
     from tunelens.lm.tiny import tiny_causal_lm
@@ -113,8 +99,8 @@ def pretrain(config: TinyStoriesConfig, out_dir: str | Path, log: Callable[[str]
     generator = torch.Generator().manual_seed(config.seed)
     train_stories, eval_stories = story_splits(config.n_train_stories, config.n_eval_stories, config.corpus_seed)
     tokenizer = train_bpe_tokenizer(train_stories, config.vocab_size)
-    train_data = windows(encode_stories(tokenizer, train_stories), config.seq_len)
-    eval_data = windows(encode_stories(tokenizer, eval_stories), config.seq_len)
+    train_data = token_windows(train_stories, tokenizer, config.seq_len)
+    eval_data = token_windows(eval_stories, tokenizer, config.seq_len)
     train_probe = train_data[: len(eval_data)]  # same size as the held-out set, so the two losses compare
     with torch.random.fork_rng(devices=[]):  # seeded init that leaves a calling study's random stream alone
         torch.manual_seed(config.seed)

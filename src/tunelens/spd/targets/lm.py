@@ -36,20 +36,6 @@ class LmTargetConfig(BaseModel):
         return list(self.modules)
 
 
-def token_windows(stories: list[str], tokenizer, seq_len: int) -> Tensor:
-    """Stories joined with EOS into one stream, cut into non-overlapping windows (seq_len tokens each)."""
-    eos = tokenizer.eos_token_id
-    stream: list[int] = []
-    for ids in tokenizer(stories, add_special_tokens=False)["input_ids"]:
-        stream.extend(ids)
-        if eos is not None:
-            stream.append(eos)
-    n_windows = len(stream) // seq_len
-    if n_windows == 0:
-        raise UsageError(f"the corpus has {len(stream)} tokens, fewer than one window of seq_len={seq_len}")
-    return torch.tensor(stream[: n_windows * seq_len]).view(n_windows, seq_len)
-
-
 def logits_of(model: nn.Module, input_ids: Tensor) -> Tensor:
     return model(input_ids=input_ids).logits
 
@@ -64,6 +50,7 @@ def resolve_model_dir(name: str) -> str:
 
 def build_lm_target(config: LmTargetConfig, device: torch.device, log: Callable[[str], None],
                     weights: dict[str, Tensor] | None = None) -> Target:
+    from tunelens.lm.batching import token_windows
     from tunelens.lm.corpus import story_splits
     from tunelens.lm.loading import load_model, load_tokenizer
 
