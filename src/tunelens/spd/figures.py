@@ -171,11 +171,13 @@ def plot_tms_polygon(model: ComponentModel, one_hot: dict[str, Tensor] | None) -
         left.annotate(str(f), W[:, f] * 1.08, ha="center", va="center", fontsize=8)
     norms = np.linalg.norm(V, axis=0) * np.linalg.norm(U, axis=1)
     shown = np.argsort(-norms)[:n_features * 2]
+    label_above = 0.05 * np.linalg.norm(W, axis=0).max()  # shrunken pieces would pile their labels at the origin
     for c in shown:
         f = int(np.argmax(np.abs(V[:, c])))
         piece = V[f, c] * U[c]
         right.plot([0, piece[0]], [0, piece[1]], color=colors[f], lw=2, alpha=0.9)
-        right.annotate(f"c{c}", piece * 1.1, ha="center", va="center", fontsize=7)
+        if np.linalg.norm(piece) > label_above:
+            right.annotate(f"c{c}", piece * 1.1, ha="center", va="center", fontsize=7)
     limit = 1.25 * max(np.abs(W).max(), 1e-6)
     for ax, title in [(left, "target: columns of W"), (right, "SPD: subcomponent columns V[f,c]·U[c]")]:
         ax.set_xlim(-limit, limit)
