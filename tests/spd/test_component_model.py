@@ -91,3 +91,20 @@ def test_subcomponent_matrices_sum_to_component_weight():
     for name in model.names:
         comps = model.component(name)
         assert torch.allclose(comps.subcomponent_matrices().sum(0), comps.weight(), atol=1e-5)
+
+
+def test_scalar_mlp_ci_is_one_small_mlp_per_subcomponent():
+    from tunelens.spd.ci import ScalarMlpCi
+
+    torch.manual_seed(0)
+    ci = ScalarMlpCi(C=4, d_in=7, hidden=[5, 3])
+    inner = torch.randn(2, 6, 4)
+    out = ci(inner)
+    assert out.shape == (2, 6, 4)
+    for c in range(4):  # subcomponent c: its own 1 -> 5 -> 3 -> 1 MLP (GELU between) on its scalar alone
+        h = inner[..., c:c + 1]
+        for i, layer in enumerate(ci.layers):
+            h = h @ layer.weight[c] + layer.bias[c]
+            if i < len(ci.layers) - 1:
+                h = torch.nn.functional.gelu(h)
+        assert torch.allclose(out[..., c], h.squeeze(-1), atol=1e-6)
