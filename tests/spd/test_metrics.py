@@ -21,6 +21,21 @@ def test_mmcs_ml2r_hand_computed():
     assert ml2r == pytest.approx((2 + 2**0.5 / 2) / 2, abs=1e-6)
 
 
+def test_mmcs_ml2r_ignores_negligible_slices_that_point_the_right_way():
+    target = torch.tensor([[3.0, 4.0]])  # norm 5
+    comps = torch.zeros(1, 3, 2)
+    comps[0, 0] = torch.tensor([3e-4, 4e-4])  # exact direction, norm ratio 1e-4: a dead subcomponent
+    comps[0, 1] = torch.tensor([4.0, 4.0])  # the real one: cos 7/(5*sqrt(2)), norm ratio 4*sqrt(2)/5
+    comps[0, 2] = torch.tensor([0.4, 0.0])  # norm ratio 0.08 < 0.1: not a candidate either
+    mmcs, ml2r = metrics.mmcs_ml2r(target, comps)
+    assert mmcs == pytest.approx(7 / (5 * 2**0.5), abs=1e-6)
+    assert ml2r == pytest.approx(4 * 2**0.5 / 5, abs=1e-6)
+    assert metrics.mmcs_ml2r(target, comps, min_norm_ratio=0.0) == pytest.approx((1.0, 1e-4), abs=1e-6)
+    only_dead = comps.clone()
+    only_dead[0, 1:] = 0.0  # nothing large: the best direction among all is reported, shrinkage and all
+    assert metrics.mmcs_ml2r(target, only_dead) == pytest.approx((1.0, 1e-4), abs=1e-6)
+
+
 def test_identity_pattern_error_is_zero_for_permuted_identity_and_counts_deviations():
     perfect = torch.zeros(3, 5)
     perfect[0, 4], perfect[1, 0], perfect[2, 2] = 1.0, 0.95, 1.0

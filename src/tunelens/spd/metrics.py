@@ -5,6 +5,9 @@
 - mmcs / ml2r: for each ground-truth rank-one piece k of the target (given by its slice along the feature
   axis, e.g. column f of W), the subcomponent whose slice k has the highest cosine similarity with it; MMCS
   is the mean of those best cosines, ML2R the mean norm ratio of the matched slice to the target slice.
+  Only slices of at least `min_norm_ratio` (10 %) of the target slice's norm can be matched (all of them
+  when none is that large): in a 2-d hidden space a dead subcomponent of norm ~0 can point along a column
+  to within 1e-6 by chance, and matching it would report a shrinkage that is not there.
 - identity / dense pattern errors on one-hot inputs: after the best permutation of subcomponents, how far
   the importance pattern is from the expected identity (feature f uses only subcomponent f) or dense
   (k subcomponents always on together) pattern, counted in entries beyond a tolerance; 0 is perfect.
@@ -27,14 +30,17 @@ def ci_l0(importance: Float[Tensor, "batch C"], threshold: float) -> float:
     return float((importance > threshold).float().sum(-1).mean())
 
 
-def mmcs_ml2r(target_slices: Float[Tensor, "K d"], component_slices: Float[Tensor, "K C d"]) -> tuple[float, float]:
+def mmcs_ml2r(target_slices: Float[Tensor, "K d"], component_slices: Float[Tensor, "K C d"],
+              min_norm_ratio: float = 0.1) -> tuple[float, float]:
     assert component_slices.shape[0] == target_slices.shape[0], (component_slices.shape, target_slices.shape)
     assert component_slices.shape[-1] == target_slices.shape[-1], (component_slices.shape, target_slices.shape)
     cosines = torch.nn.functional.cosine_similarity(component_slices, target_slices.unsqueeze(1), dim=-1, eps=1e-12)
-    best = cosines.argmax(dim=1)
-    matched = component_slices[torch.arange(len(best)), best]
-    ratio = matched.norm(dim=-1) / target_slices.norm(dim=-1)
-    return float(cosines.max(dim=1).values.mean()), float(ratio.mean())
+    ratios = component_slices.norm(dim=-1) / target_slices.norm(dim=-1, keepdim=True)
+    candidate = ratios >= min_norm_ratio
+    candidate |= ~candidate.any(dim=1, keepdim=True)  # no large slice at all: match among every subcomponent
+    best = cosines.masked_fill(~candidate, -2.0).argmax(dim=1)
+    rows = torch.arange(len(best))
+    return float(cosines[rows, best].mean()), float(ratios[rows, best].mean())
 
 
 def identity_permutation(importance: Float[Tensor, "n C"]) -> np.ndarray:
