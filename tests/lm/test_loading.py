@@ -59,3 +59,21 @@ def test_alias_table_is_plain_data():
         aliases.MODEL_ALIASES)
     assert aliases.MODEL_ALIASES["deepseek-7b-chat"].hub_id == "deepseek-ai/deepseek-llm-7b-chat"
     assert all(entry.hub_id.count("/") == 1 for entry in aliases.MODEL_ALIASES.values())
+
+
+def test_hub_id_in_the_local_cache_loads_offline(micro_lm, monkeypatch, tmp_path):
+    import shutil
+
+    from huggingface_hub import constants
+
+    folder, _ = micro_lm
+    repo = tmp_path / "hub" / "models--tunelens-test--micro"
+    shutil.copytree(folder, repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = load_model("tunelens-test/micro")
+    tokenizer = load_tokenizer("tunelens-test/micro", padding_side="right")
+    ids = torch.tensor([tokenizer("Once upon a time")["input_ids"]])
+    assert torch.equal(model(input_ids=ids).logits, load_model(folder)(input_ids=ids).logits)
