@@ -56,7 +56,7 @@ class ScalarMlpCi(nn.Module):
     def forward(self, inner_acts: Float[Tensor, "... C"]) -> Float[Tensor, "... C"]:
         # Subcomponent-major layout (C, N, width): every layer is one batched matmul with its bias added in the
         # same call (baddbmm), whose backward is again batched matmuls. Broadcast products over (N, C, width)
-        # cost several times more on a CPU, forward and backward.
+        # took 1.5x as long on a CPU (forward + backward at N=4096, C=200, width 16).
         batch_shape, C = inner_acts.shape[:-1], inner_acts.shape[-1]
         h = inner_acts.reshape(-1, C).T.unsqueeze(-1)
         for i, layer in enumerate(self.layers):
