@@ -1,15 +1,14 @@
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from tunelens.cli import app
 from tunelens.config import UsageError
+from tunelens.data import MBPP
 from tunelens.routing.mbpp_check import check_solutions, read_records
 from tunelens.sandbox import Limits, Sandbox
 
-MBPP = Path(__file__).resolve().parents[3] / "shared" / "data" / "mbpp" / "mbpp.jsonl"
 TESTS = ["assert square(2) == 4", "assert square(3) == 9", "assert square(-1) == 1"]
 RECORDS = [
     {"task_id": 1, "code": "def square(x):\n    return x * x", "test_list": TESTS},
@@ -65,7 +64,6 @@ def test_missing_input_file(tmp_path):
     assert result.exit_code == 2 and "input file not found" in result.stderr
 
 
-@pytest.mark.skipif(not MBPP.is_file(), reason="shared/data/mbpp/mbpp.jsonl is not beside the repository")
 def test_every_mbpp_reference_solution_passes_its_tests():
     records = read_records(MBPP)
     rows = check_solutions(records, Sandbox(Limits(timeout_s=10.0), workers=2))

@@ -16,8 +16,10 @@ app = typer.Typer(no_args_is_help=True, help="Gradient routing study.")
 
 @app.command("check-solutions")
 def check_solutions_command(
-    path: Annotated[Path, typer.Argument(help="JSONL: task_id, code, test_list[, test_imports, test_setup_code].")],
     out: Annotated[Path, typer.Option("--out", help="Results JSONL, one line per input record.")],
+    path: Annotated[Optional[Path], typer.Argument(
+        help="JSONL: task_id, code, test_list[, test_imports, test_setup_code]. Default: the MBPP problems shipped "
+             "with tunelens (974 reference solutions).")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Programs at once (default: cores).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Wall-clock seconds per program.")] = 10.0,
 ) -> None:
@@ -30,8 +32,10 @@ def check_solutions_command(
     from tunelens.runs import atomic_write_text, is_interactive
     from tunelens.sandbox import Limits, Sandbox
 
+    from tunelens.data import MBPP
+
     try:
-        records = read_records(path)
+        records = read_records(MBPP if path is None else path)
     except UsageError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
