@@ -21,7 +21,8 @@ CiFnType = Literal["mlp", "vector_mlp", "shared_mlp"]
 
 
 class ParallelLinear(nn.Module):
-    """C independent linear maps applied at once: (..., C, d_in) -> (..., C, d_out)."""
+    """C independent linear maps applied at once: (..., C, d_in) -> (..., C, d_out). Holds the parameters of
+    every CI type's per-subcomponent layers; `vector_mlp` calls it, `mlp` uses its weights in its own layout."""
 
     def __init__(self, C: int, d_in: int, d_out: int, gain: float):
         super().__init__()
@@ -29,8 +30,8 @@ class ParallelLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(C, d_out))
 
     def forward(self, x: Float[Tensor, "... C d_in"]) -> Float[Tensor, "... C d_out"]:
-        # The 1-wide ends of scalar MLPs are broadcasts, not matmuls; a batched matmul would return a permuted
-        # (non-contiguous) result that makes the following GELU's backward several times slower on CPU.
+        # 1-wide ends are broadcasts, not matmuls: a batched matmul in this (..., C, d) layout returns a permuted
+        # (non-contiguous) result that makes a following GELU's backward several times slower on CPU.
         d_in, d_out = self.weight.shape[1:]
         if d_in == 1:
             return x * self.weight[:, 0, :] + self.bias
