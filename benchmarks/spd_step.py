@@ -16,7 +16,7 @@ import torch
 
 from tunelens.registry import get_experiment
 from tunelens.runs import seed_everything
-from tunelens.spd.train import OUTPUT_LOSSES, build_component_model, build_target, loss_terms, prepare, total_loss
+from tunelens.spd.train import OUTPUT_LOSSES, build_component_model, build_target, make_optimizer, optimizer_step
 
 
 def time_steps(name: str, repeats: int, steps: int, overrides: list[str]) -> list[float]:
@@ -24,16 +24,11 @@ def time_steps(name: str, repeats: int, steps: int, overrides: list[str]) -> lis
     seed_everything(config.seed)
     target = build_target(config, torch.device("cpu"), lambda message: None)
     model = build_component_model(config, target)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=0.0)
+    optimizer = make_optimizer(model, config)
     output_loss = OUTPUT_LOSSES[target.output_loss]
 
-    def step() -> None:
-        inputs = prepare(model, target.sample_batch(config.optim.batch_size))
-        loss = total_loss(loss_terms(model, inputs, config, output_loss, 0.5), config)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def step() -> None:  # exactly the training loop's step, halfway through training
+        optimizer_step(model, target, config, optimizer, output_loss, 0.5, config.optim.lr)
 
     for _ in range(3):  # warm-up: allocator, lazy init
         step()

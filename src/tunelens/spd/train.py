@@ -281,6 +281,30 @@ def faithfulness_warmup(model: ComponentModel, config: SpdConfig) -> float:
     return loss.item()
 
 
+def make_optimizer(model: ComponentModel, config: SpdConfig) -> torch.optim.Optimizer:
+    """AdamW without weight decay over the components and CI functions (the target is frozen)."""
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.optim.lr, weight_decay=0.0)
+
+
+def optimizer_step(model: ComponentModel, target: Target, config: SpdConfig, optimizer: torch.optim.Optimizer,
+                   output_loss: OutputLoss, progress: float, lr: float
+                   ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+    """One SPD step on a fresh batch: (total loss, unweighted terms, gradient norm before clipping or None)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    inputs = prepare(model, target.sample_batch(config.optim.batch_size))
+    terms = loss_terms(model, inputs, config, output_loss, progress)
+    loss = total_loss(terms, config)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = None
+    if config.optim.grad_clip_norm:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip_norm)
+    optimizer.step()
+    return loss, terms, grad_norm
+
+
 def optimize(model: ComponentModel, target: Target, config: SpdConfig, run: Run | None = None) -> dict[str, Any]:
     """Run the SPD optimisation in place; returns the final evaluation."""
     optim = config.optim
@@ -289,22 +313,12 @@ def optimize(model: ComponentModel, target: Target, config: SpdConfig, run: Run 
         warm = faithfulness_warmup(model, config)
         if run:
             run.log(f"faithfulness warm-up: {optim.faithfulness_warmup_steps} steps, loss {warm:.3e}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=0.0)
+    optimizer = make_optimizer(model, config)
     with run.progress(optim.steps, "SPD") if run else nullcontext() as bar:
         for step in range(optim.steps):
             progress = step / optim.steps
             lr = schedule_value(optim.lr_schedule, optim.lr, step, optim.steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            inputs = prepare(model, target.sample_batch(optim.batch_size))
-            terms = loss_terms(model, inputs, config, output_loss, progress)
-            loss = total_loss(terms, config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = (torch.nn.utils.clip_grad_norm_(params, optim.grad_clip_norm)
-                         if optim.grad_clip_norm else None)
-            optimizer.step()
+            loss, terms, grad_norm = optimizer_step(model, target, config, optimizer, output_loss, progress, lr)
             if run and (step % config.eval.log_every == 0 or step == optim.steps - 1):
                 record = {f"train/{k}": v.item() for k, v in terms.items()}
                 record.update({"train/total": loss.item(), "lr": lr})
