@@ -108,3 +108,53 @@ def test_scalar_mlp_ci_is_one_small_mlp_per_subcomponent():
             if i < len(ci.layers) - 1:
                 h = torch.nn.functional.gelu(h)
         assert torch.allclose(out[..., c], h.squeeze(-1), atol=1e-6)
+
+
+class TiedPair(nn.Module):
+    """ReLU(Wᵀ W x + b), the TMS shape: the second layer's weight is the first's transpose."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear1 = nn.Linear(5, 2, bias=False)
+        self.linear2 = nn.Linear(2, 5)
+        with torch.no_grad():
+            self.linear2.weight.copy_(self.linear1.weight.T)
+
+    def forward(self, x):
+        return torch.relu(self.linear2(self.linear1(x)))
+
+
+def test_tied_layers_share_one_set_of_subcomponents():
+    torch.manual_seed(0)
+    target = freeze(TiedPair())
+    model = ComponentModel(target, call_module, {"linear1": 4, "linear2": 4}, "mlp", [3], tied={"linear2": "linear1"})
+    first, second = model.component("linear1"), model.component("linear2")
+    assert torch.equal(second.V, first.U.T) and torch.equal(second.U, first.V.T)
+    assert torch.equal(second.weight(), first.weight().T)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert "components.linear1.V" in names and not any(n.startswith("components.linear2") for n in names)
+    assert any(n.startswith("ci_fns.linear2") for n in names)  # each layer keeps its own importance function
+
+    x = torch.rand(6, 5)
+    masks = {n: LayerMask(mask=torch.ones(6, 4), delta_mask=torch.ones(6)) for n in model.names}
+    assert torch.allclose(model.forward_masked(x, masks, model.weight_deltas()), target(x), atol=1e-6)
+    # A loss through linear2 alone moves linear1's parameters (they are linear2's, transposed).
+    model.forward_masked(x, {"linear2": LayerMask(mask=torch.ones(6, 4))}).sum().backward()
+    assert first.V.grad is not None and first.V.grad.abs().sum() > 0
+
+
+def test_tying_checks_shapes_and_counts():
+    target = freeze(TwoLayer())
+    try:
+        ComponentModel(target, call_module, {"fc1": 3, "fc2": 3}, "mlp", [4], tied={"fc2": "fc1"})
+    except ValueError as error:
+        assert "transposed" in str(error)
+    else:
+        raise AssertionError("tying a 4x5 weight to a 5x6 one must fail")
+    tied_target = freeze(TiedPair())
+    try:
+        ComponentModel(tied_target, call_module, {"linear1": 3, "linear2": 4}, "mlp", [4], tied={"linear2": "linear1"})
+    except ValueError as error:
+        assert "same number" in str(error)
+    else:
+        raise AssertionError("tied layers with different counts must fail")

@@ -15,7 +15,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from tunelens.spd.ci import CiFnType, make_ci_fn
-from tunelens.spd.components import EmbeddingComponents, LinearComponents, make_components
+from tunelens.spd.components import EmbeddingComponents, LinearComponents, TiedLinearComponents, make_components
 from tunelens.spd.sigmoids import SigmoidType, importance_pair
 
 
@@ -45,7 +45,9 @@ def module_key(name: str) -> str:
 class ComponentModel(nn.Module):
     def __init__(self, target: nn.Module, forward_fn: Callable[[nn.Module, Tensor], Tensor],
                  module_C: dict[str, int], ci_fn_type: CiFnType, ci_fn_hidden: list[int],
-                 sigmoid_type: SigmoidType = "leaky_hard"):
+                 sigmoid_type: SigmoidType = "leaky_hard", tied: dict[str, str] | None = None):
+        """`tied` maps a decomposed layer to another one whose target weight is its transpose: the first then
+        reuses the second's subcomponents, transposed (see `TiedLinearComponents`)."""
         super().__init__()
         trainable = [n for n, p in target.named_parameters() if p.requires_grad]
         assert not trainable, f"target must be frozen, trainable: {trainable[:3]}"
@@ -57,7 +59,17 @@ class ComponentModel(nn.Module):
         missing = [n for n in self.names if n not in modules]
         if missing:
             raise KeyError(f"no module named {missing[0]} in the target (have: {', '.join(list(modules)[1:12])} ...)")
-        self.components = nn.ModuleDict({module_key(n): make_components(modules[n], C) for n, C in module_C.items()})
+        tied = tied or {}
+        for follower, source in tied.items():
+            if follower not in module_C or source not in module_C or source in tied:
+                raise KeyError(f"cannot tie {follower} to {source}: both must be decomposed, the source not tied")
+            if module_C[follower] != module_C[source]:
+                raise ValueError(f"tied layers {follower} and {source} need the same number of subcomponents")
+        self.components = nn.ModuleDict({module_key(n): make_components(modules[n], C)
+                                         for n, C in module_C.items() if n not in tied})
+        for follower, source in tied.items():
+            self.components[module_key(follower)] = TiedLinearComponents(modules[follower],
+                                                                         self.components[module_key(source)])
         self.ci_fns = nn.ModuleDict()
         for name, C in module_C.items():
             module = modules[name]

@@ -66,6 +66,30 @@ class LinearComponents(nn.Module):
         return einops.einsum(self.U, self.V, "C d_out, d_in C -> C d_out d_in")
 
 
+class TiedLinearComponents(LinearComponents):
+    """Subcomponents of an `nn.Linear` whose target weight is the transpose of another decomposed layer's
+    (TMS: linear2 = linear1ᵀ). They are that layer's subcomponents transposed, V = Uₛᵀ and U = Vₛᵀ, so both
+    layers share one set of parameters (held by the source) and one decomposition; each keeps its own
+    causal-importance function and masks."""
+
+    def __init__(self, target: nn.Linear, source: LinearComponents):
+        nn.Module.__init__(self)  # no parameters of its own
+        if tuple(target.weight.shape) != tuple(source.target_weight().shape[::-1]):
+            raise ValueError(f"cannot tie a {tuple(target.weight.shape)} weight to a "
+                             f"{tuple(source.target_weight().shape)} one: the shapes must be transposed")
+        self.C = source.C
+        self._target = [target]
+        self._source = [source]  # a list keeps the source's parameters registered once, under the source
+
+    @property  # type: ignore[override]
+    def V(self) -> Float[Tensor, "d_in C"]:
+        return self._source[0].U.T
+
+    @property  # type: ignore[override]
+    def U(self) -> Float[Tensor, "C d_out"]:
+        return self._source[0].V.T
+
+
 class EmbeddingComponents(nn.Module):
     """Subcomponents of an `nn.Embedding` (weight vocab × d_model, used as W = weightᵀ acting on one-hots):
     the inner activation of token t is just row t of V, so no one-hot is ever built."""

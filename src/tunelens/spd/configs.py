@@ -84,6 +84,8 @@ class SpdConfig(TunelensConfig):
     ci_fn_type: CiFnType = Field("mlp", description="Causal-importance function type.")
     ci_fn_hidden: list[PositiveInt] = Field(default_factory=lambda: [16], description="Hidden widths of the CI fns.")
     sigmoid_type: SigmoidType = Field("leaky_hard", description="Hard sigmoid of the importances.")
+    tie_components: bool = Field(True, description="Layers whose target weights are transposes of each other "
+                                 "(TMS linear1, linear2) share one set of subcomponents.")
     use_delta_component: bool = Field(False, description="Add W − ΣUV as an extra randomly masked component.")
     n_mask_samples: PositiveInt = Field(1, description="Stochastic mask draws per reconstruction loss.")
     loss: LossCoeffs = Field(default_factory=LossCoeffs)

@@ -58,7 +58,8 @@ def build_target(config: SpdConfig, device: torch.device, log: Callable[[str], N
 
 def build_component_model(config: SpdConfig, target: Target) -> ComponentModel:
     return ComponentModel(target.model, target.forward_fn, config.components_per_module(),
-                          config.ci_fn_type, list(config.ci_fn_hidden), config.sigmoid_type)
+                          config.ci_fn_type, list(config.ci_fn_hidden), config.sigmoid_type,
+                          tied=target.tied_modules if config.tie_components else None)
 
 
 # ------------------------------------------------------------------------------------------------- masks
@@ -269,7 +270,7 @@ def evaluate(model: ComponentModel, target: Target, config: SpdConfig, output_lo
 
 def faithfulness_warmup(model: ComponentModel, config: SpdConfig) -> float:
     """Fit Σ U V to W before the main loop, so the reconstruction losses start from a faithful model."""
-    params = [p for name in model.names for p in (model.component(name).V, model.component(name).U)]
+    params = list(model.components.parameters())  # each once, also where layers share subcomponents
     optimizer = torch.optim.AdamW(params, lr=config.optim.faithfulness_warmup_lr,
                                   weight_decay=config.optim.faithfulness_warmup_weight_decay)
     loss = torch.tensor(float("nan"))

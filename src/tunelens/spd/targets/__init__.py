@@ -36,6 +36,7 @@ class Target:
     one_hot_inputs: Tensor | None = None
     ci_patterns: list[CiPattern] = field(default_factory=list)
     ground_truth_axes: dict[str, Literal["in", "out"]] = field(default_factory=dict)
+    tied_modules: dict[str, str] = field(default_factory=dict)  # layer -> layer whose weight is its transpose
     info: dict[str, Any] = field(default_factory=dict)
     eval_batch: Callable[[int], Tensor] | None = None
     tokenizer: Any = None  # language-model targets: decodes token ids in figures

@@ -127,4 +127,5 @@ def build_tms_target(config: TmsTargetConfig, device: torch.device, log: Callabl
 
     return Target(model=model, forward_fn=call_module, module_names=names, sample_batch=sample,
                   output_loss="mse", one_hot_inputs=0.75 * torch.eye(config.n_features, device=device),
-                  ci_patterns=patterns, ground_truth_axes={"linear1": "in", "linear2": "out"}, info=info)
+                  ci_patterns=patterns, ground_truth_axes={"linear1": "in", "linear2": "out"},
+                  tied_modules={"linear2": "linear1"}, info=info)
