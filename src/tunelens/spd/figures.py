@@ -146,7 +146,10 @@ def plot_uv(model: ComponentModel, orders: dict[str, np.ndarray]) -> plt.Figure:
     for col, name in enumerate(names):
         comps = model.component(name)
         order = orders[name][:MAX_SHOWN]
-        for row, (label, matrix) in enumerate([("V (d_in × C)", comps.V), ("U (C × d_out)", comps.U.T)]):
+        source = model.tied.get(name)
+        labels = (["V (d_in × C)", "U (C × d_out)"] if source is None
+                  else [f"V = {source} Uᵀ", f"U = {source} Vᵀ"])  # shared parameters, own importance order
+        for row, (label, matrix) in enumerate(zip(labels, [comps.V, comps.U.T])):
             values = matrix.detach().cpu().numpy()[:MAX_SHOWN, order]
             limit = float(np.abs(values).max()) or 1.0
             axes[row][col].imshow(values, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
