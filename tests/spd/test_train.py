@@ -120,3 +120,23 @@ def test_finished_run_reloads_with_identical_results(tmp_path):
     mmcs, ml2r = ground_truth_match(model, target)["linear1"]
     assert abs(mmcs - summary["layers"]["linear1"]["mmcs"]) < 1e-6
     assert abs(ml2r - summary["layers"]["linear1"]["ml2r"]) < 1e-6
+
+
+def test_run_from_before_tying_reloads_untied(tmp_path):
+    """Runs written before `tie_components` existed have no such key and separate linear2 parameters."""
+    import yaml
+
+    from tunelens.registry import get_experiment
+    from tunelens.runs import run_experiment
+    from tunelens.spd.train import load_decomposition
+
+    experiment = get_experiment("tms_5-2")
+    config = experiment.load_config(assignments=["optim.steps=5", "optim.batch_size=32", "eval.batch_size=32",
+                                                 "target.train_steps=50", "tie_components=false"])
+    run_experiment(experiment, config, tmp_path, quiet=True)
+    raw = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del raw["tie_components"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    loaded_config, _, model = load_decomposition(tmp_path)
+    assert loaded_config.tie_components is False
+    assert "components.linear2.V" in dict(model.named_parameters())

@@ -375,7 +375,10 @@ def load_decomposition(run_dir: str | Path, device: str = "cpu") -> tuple[SpdCon
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise UsageError(f"no config.yaml in {run_dir} (not a run directory)")
-    config = validate_config(SpdConfig, yaml.safe_load(config_path.read_text()), str(config_path))
+    raw = yaml.safe_load(config_path.read_text())
+    if isinstance(raw, dict):
+        raw.setdefault("tie_components", False)  # runs written before the option existed decomposed untied
+    config = validate_config(SpdConfig, raw, str(config_path))
     target_path = run_dir / "target.safetensors"
     weights = load_tensors(target_path) if target_path.is_file() else None  # LMs are reloaded from their source
     target = build_target(config, torch.device(device), lambda message: None, weights)
