@@ -28,11 +28,10 @@ def check_solutions_command(
 
     from rich.progress import Progress
 
+    from tunelens.data import MBPP
     from tunelens.routing.mbpp_check import check_solutions, read_records
     from tunelens.runs import atomic_write_text, is_interactive
     from tunelens.sandbox import Limits, Sandbox
-
-    from tunelens.data import MBPP
 
     try:
         records = read_records(MBPP if path is None else path)

@@ -30,12 +30,9 @@ class ParallelLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(C, d_out))
 
     def forward(self, x: Float[Tensor, "... C d_in"]) -> Float[Tensor, "... C d_out"]:
-        # 1-wide ends are broadcasts, not matmuls: a batched matmul in this (..., C, d) layout returns a permuted
-        # (non-contiguous) result that makes a following GELU's backward several times slower on CPU.
-        d_in, d_out = self.weight.shape[1:]
-        if d_in == 1:
-            return x * self.weight[:, 0, :] + self.bias
-        if d_out == 1:
+        # A 1-wide output is a broadcast product, not a matmul: a batched matmul in this (..., C, d) layout returns
+        # a permuted (non-contiguous) result that makes the preceding GELU's backward several times slower on CPU.
+        if self.weight.shape[2] == 1:
             return (x * self.weight[:, :, 0]).sum(-1, keepdim=True) + self.bias
         out = einops.einsum(x, self.weight, "... C d_in, C d_in d_out -> ... C d_out")
         return out.contiguous() + self.bias

@@ -59,8 +59,7 @@ class ComponentModel(nn.Module):
         missing = [n for n in self.names if n not in modules]
         if missing:
             raise KeyError(f"no module named {missing[0]} in the target (have: {', '.join(list(modules)[1:12])} ...)")
-        tied = dict(tied or {})
-        self.tied = tied
+        self.tied = tied = dict(tied or {})
         for follower, source in tied.items():
             if follower not in module_C or source not in module_C or source in tied:
                 raise KeyError(f"cannot tie {follower} to {source}: both must be decomposed, the source not tied")
