@@ -7,7 +7,7 @@ import pytest
 
 from tunelens.sandbox import Limits, Program, Sandbox, classify, last_exception_name
 
-FAST = Limits(timeout_s=3.0, cpu_s=3, memory_bytes=512 << 20, file_size_bytes=8 << 20)
+FAST = Limits(timeout_s=3.0, memory_bytes=512 << 20, file_size_bytes=8 << 20)
 SOLUTION = "def add(a, b):\n    return a + b\n"
 TESTS = "assert add(1, 2) == 3\nassert add(2, 2) == 4\n"
 
@@ -51,6 +51,17 @@ def test_wrong_solution_fails_on_assertion(sandbox):
 def test_infinite_loop_times_out(sandbox):
     result = judged(sandbox, SOLUTION + "while True:\n    pass\n")
     assert not result.passed and result.timed_out and result.error == "timeout"
+
+
+def test_cpu_limit_sits_above_the_wall_timeout_unless_set():
+    assert Limits(timeout_s=3.0).cpu_limit_s == 4 and Limits(timeout_s=2.5).cpu_limit_s == 4
+    assert Limits(timeout_s=3.0, cpu_s=1).cpu_limit_s == 1
+
+
+def test_explicit_cpu_limit_stops_a_busy_loop_first():
+    sandbox = Sandbox(Limits(timeout_s=5.0, cpu_s=1), workers=1)
+    result = judged(sandbox, SOLUTION + "while True:\n    pass\n")
+    assert not result.passed and not result.timed_out and result.error == "cpu_time"
 
 
 def test_fork_flood_is_contained(sandbox):

@@ -17,6 +17,7 @@ read-only system directories, a private /tmp and no network.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import secrets
 import shutil
@@ -41,12 +42,18 @@ class Limits:
     """Per-program limits; each one is enforced by the kernel (rlimits) or by the evaluator (wall clock)."""
 
     timeout_s: float = 10.0  # wall clock, then the whole process group (and any escapee) is killed
-    cpu_s: int = 10  # CPU seconds (RLIMIT_CPU): SIGXCPU
+    cpu_s: int | None = None  # CPU seconds (RLIMIT_CPU): SIGXCPU; None = one second above the wall timeout
     memory_bytes: int = 1 << 30  # address space (RLIMIT_AS): MemoryError
     file_size_bytes: int = 16 << 20  # largest file it may write, captured output included (RLIMIT_FSIZE)
     n_processes: int = 32  # processes and threads it may add (RLIMIT_NPROC; enforced for non-root users)
     n_open_files: int = 64  # file descriptors (RLIMIT_NOFILE)
     output_tail_bytes: int = 4096  # how much of the end of stdout/stderr is kept in the result
+
+    @property
+    def cpu_limit_s(self) -> int:
+        """The CPU limit in force. Above the wall timeout by default, so one busy thread always ends as a timeout
+        (CPU time never runs ahead of wall time on one thread); only many busy threads can reach it first."""
+        return self.cpu_s if self.cpu_s is not None else math.ceil(self.timeout_s) + 1
 
 
 @dataclass(frozen=True)
@@ -262,7 +269,7 @@ class Sandbox:
     def _command(self, workdir: str, uid: int, nonce_fd: int, verdict_fd: int) -> list[str]:
         limits = self.limits
         wrapper = WRAPPER % {"nonce_fd": nonce_fd, "verdict_fd": verdict_fd, "uid": uid, "limits": (
-            limits.cpu_s, limits.memory_bytes, limits.file_size_bytes, limits.n_processes, limits.n_open_files)}
+            limits.cpu_limit_s, limits.memory_bytes, limits.file_size_bytes, limits.n_processes, limits.n_open_files)}
         python = [self.interpreter, "-I", "-c", wrapper]
         if self.bwrap is None:
             return python

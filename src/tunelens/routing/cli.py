@@ -24,8 +24,6 @@ def check_solutions_command(
     timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Wall-clock seconds per program.")] = 10.0,
 ) -> None:
     """Run each solution in the sandbox with its first test and with all tests; flag reward hacks."""
-    from dataclasses import replace
-
     from rich.progress import Progress
 
     from tunelens.data import MBPP
@@ -38,7 +36,7 @@ def check_solutions_command(
     except UsageError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    limits = replace(Limits(), timeout_s=timeout, cpu_s=max(1, int(timeout)))
+    limits = Limits(timeout_s=timeout)
     sandbox = Sandbox(limits, workers=workers)
     start = time.perf_counter()
     with Progress(disable=not is_interactive(), transient=True) as progress:
