@@ -10,6 +10,17 @@ def test_alive_and_l0_hand_computed():
     assert metrics.ci_l0(g, 0.1) == pytest.approx(4 / 3)  # 2 + 1 + 1 above 0.1 over 3 rows
 
 
+def test_subcomponent_norms_and_n_large_hand_computed():
+    V = torch.tensor([[3.0, 0.0, 0.01], [4.0, 2.0, 0.0]])  # columns: norms 5, 2, 0.01
+    U = torch.tensor([[1.0, 0.0], [0.0, 0.5], [0.3, 0.4]])  # rows: norms 1, 0.5, 0.5
+    norms = metrics.subcomponent_norms(V, U)
+    assert norms.tolist() == pytest.approx([5.0, 1.0, 0.005])
+    pieces = torch.einsum("ic,co->coi", V, U)  # the rank-one matrices themselves
+    assert norms.tolist() == pytest.approx(pieces.flatten(1).norm(dim=1).tolist())
+    assert metrics.n_large(norms, 0.1) == 2  # 1.0 ≥ 0.5 = 0.1 × 5; 0.005 is not
+    assert metrics.n_large(norms, 0.3) == 1
+
+
 def test_mmcs_ml2r_hand_computed():
     target = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     comps = torch.zeros(2, 3, 2)

@@ -46,6 +46,7 @@ def test_short_tms_run_lowers_total_loss():
     assert set(final) >= {"layers", "identity_ci_error", "loss_pgd_recon", "loss_stochastic_recon_subset",
                           "loss_total", "unmasked_recon"}
     assert 0 <= final["layers"]["linear1"]["mmcs"] <= 1
+    assert 1 <= final["layers"]["linear1"]["n_large"] <= config.components_per_module()["linear1"]
 
 
 def test_same_seed_same_numbers():

@@ -69,6 +69,8 @@ class Evaluation(_Section):
     log_every: PositiveInt = Field(100, description="Log training losses every this many steps.")
     batch_size: PositiveInt = Field(4096, description="Examples in the evaluation batch.")
     ci_alive_threshold: float = Field(0.1, ge=0, le=1, description="Importance above which a subcomponent is on.")
+    large_norm_frac: float = Field(0.1, gt=0, le=1, description="n_large counts subcomponents whose norm is at "
+                                   "least this fraction of the layer's largest.")
     pattern_tolerance: float = Field(0.1, ge=0, le=0.5, description="Tolerance of the one-hot pattern errors.")
 
 

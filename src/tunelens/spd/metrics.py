@@ -2,6 +2,8 @@
 
 - n_alive: subcomponents whose importance exceeds a threshold on at least one input.
 - ci_l0: mean number of subcomponents above the threshold per input.
+- n_large: subcomponents whose weight (the Frobenius norm of the rank-one piece, |V_c|·|U_c|) is at least a
+  fraction of the layer's largest: the paper's "non-negligible norm" count, blind to rare importance firings.
 - mmcs / ml2r: for each ground-truth rank-one piece k of the target (given by its slice along the feature
   axis, e.g. column f of W), the subcomponent whose slice k has the highest cosine similarity with it; MMCS
   is the mean of those best cosines, ML2R the mean norm ratio of the matched slice to the target slice.
@@ -28,6 +30,15 @@ def n_alive(importance: Float[Tensor, "batch C"], threshold: float) -> int:
 
 def ci_l0(importance: Float[Tensor, "batch C"], threshold: float) -> float:
     return float((importance > threshold).float().sum(-1).mean())
+
+
+def subcomponent_norms(V: Float[Tensor, "d_in C"], U: Float[Tensor, "C d_out"]) -> Float[Tensor, " C"]:
+    """Frobenius norm of each rank-one piece V[:, c] U[c]: for an outer product it is |V[:, c]|·|U[c]|."""
+    return V.norm(dim=0) * U.norm(dim=1)
+
+
+def n_large(norms: Float[Tensor, " C"], frac: float) -> int:
+    return int((norms >= frac * norms.max()).sum())
 
 
 def mmcs_ml2r(target_slices: Float[Tensor, "K d"], component_slices: Float[Tensor, "K C d"],

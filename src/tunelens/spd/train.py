@@ -241,6 +241,10 @@ def evaluate(model: ComponentModel, target: Target, config: SpdConfig, output_lo
     layers: dict[str, dict[str, float]] = {
         name: {"n_alive": metrics.n_alive(g, threshold), "ci_l0": metrics.ci_l0(g, threshold)} for name, g in flat.items()
     }
+    for name in flat:
+        comps = model.component(name)
+        norms = metrics.subcomponent_norms(comps.V.detach(), comps.U.detach())
+        layers[name]["n_large"] = metrics.n_large(norms, config.eval.large_norm_frac)
     for name, (mmcs, ml2r) in ground_truth_match(model, target).items():
         layers[name].update(mmcs=mmcs, ml2r=ml2r)
     result: dict[str, Any] = {"layers": layers}
@@ -356,7 +360,7 @@ def run(config: SpdConfig, run: Run) -> dict[str, Any]:
 
 
 def _headline(final: dict[str, Any]) -> str:
-    parts = [f"{name}: alive {v['n_alive']}, L0 {v['ci_l0']:.3f}"
+    parts = [f"{name}: alive {v['n_alive']} (large {v['n_large']}), L0 {v['ci_l0']:.3f}"
              + (f", mmcs {v['mmcs']:.4f}, ml2r {v['ml2r']:.3f}" if "mmcs" in v else "")
              for name, v in final["layers"].items()]
     if "identity_ci_error" in final:
