@@ -99,7 +99,8 @@ def column_orders(model: ComponentModel, target: Target, one_hot: dict[str, Tens
     kinds = {name: p.kind for p in target.ci_patterns for name in p.layers}
     for name in model.names:
         if one_hot is None:
-            norms = model.component(name).V.detach().norm(dim=0) * model.component(name).U.detach().norm(dim=1)
+            comps = model.component(name)
+            norms = metrics.subcomponent_norms(comps.V.detach(), comps.U.detach())
             orders[name] = np.argsort(-norms.cpu().numpy())
         elif kinds.get(name) == "identity" and one_hot[name].shape[0] <= one_hot[name].shape[1]:
             orders[name] = metrics.identity_permutation(one_hot[name])

@@ -243,7 +243,7 @@ def evaluate(model: ComponentModel, target: Target, config: SpdConfig, output_lo
     }
     for name in flat:
         comps = model.component(name)
-        norms = metrics.subcomponent_norms(comps.V.detach(), comps.U.detach())
+        norms = metrics.subcomponent_norms(comps.V, comps.U)  # evaluate runs without gradients
         layers[name]["n_large"] = metrics.n_large(norms, config.eval.large_norm_frac)
     for name, (mmcs, ml2r) in ground_truth_match(model, target).items():
         layers[name].update(mmcs=mmcs, ml2r=ml2r)
