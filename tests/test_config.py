@@ -9,7 +9,6 @@ from tunelens.config import (
     config_hash,
     load_config,
     parse_value,
-    schedule_value,
 )
 from tunelens.registry import EXPERIMENTS
 
@@ -76,20 +75,6 @@ def test_missing_file(tmp_path):
 def test_config_hash_is_stable_and_sensitive():
     assert config_hash(Toy()) == config_hash(Toy())
     assert config_hash(Toy()) != config_hash(Toy(lr=0.5))
-
-
-def test_schedules_endpoints_and_shapes():
-    n = 11
-    constant = [schedule_value(Schedule(kind="constant"), 2.0, s, n) for s in range(n)]
-    assert constant == [2.0] * n
-    cosine = [schedule_value(Schedule(kind="cosine", final_frac=0.1), 1.0, s, n) for s in range(n)]
-    assert cosine[0] == pytest.approx(1.0) and cosine[-1] == pytest.approx(0.1)
-    assert cosine[5] == pytest.approx(0.55)  # halfway down a half cosine: 0.1 + 0.9 * 0.5
-    assert all(a >= b for a, b in zip(cosine, cosine[1:]))
-    linear = [schedule_value(Schedule(kind="linear"), 1.0, s, n) for s in range(n)]
-    assert linear[5] == pytest.approx(0.5) and linear[-1] == pytest.approx(0.0)
-    warm = [schedule_value(Schedule(kind="constant", warmup_frac=0.4), 1.0, s, 10) for s in range(10)]
-    assert warm[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0]) and warm[4:] == [1.0] * 6
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))

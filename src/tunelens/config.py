@@ -6,7 +6,6 @@ Every user-facing problem with a config (unreadable file, unknown key, wrong typ
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,21 +34,6 @@ class Schedule(BaseModel):
     kind: Literal["constant", "linear", "cosine"] = Field("constant", description="Shape after warm-up.")
     warmup_frac: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of steps spent warming up from 0.")
     final_frac: NonNegativeFloat = Field(0.0, description="Value at the last step as a fraction of the peak.")
-
-
-def schedule_value(schedule: Schedule, peak: float, step: int, n_steps: int) -> float:
-    """Value at `step` of `n_steps` (step counts from 0; the last step is n_steps - 1)."""
-    n_warmup = int(round(schedule.warmup_frac * n_steps))
-    if step < n_warmup:
-        return peak * (step + 1) / n_warmup
-    if schedule.kind == "constant":
-        return peak
-    n_decay = max(n_steps - n_warmup - 1, 1)
-    progress = min((step - n_warmup) / n_decay, 1.0)
-    final = peak * schedule.final_frac
-    if schedule.kind == "linear":
-        return peak + (final - peak) * progress
-    return final + (peak - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -198,6 +182,5 @@ __all__ = [
     "merge",
     "parse_value",
     "read_yaml",
-    "schedule_value",
     "validate_config",
 ]

@@ -110,15 +110,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def cache_dir() -> Path:
-    """Where deterministic by-products (trained targets, tiny models) are kept between runs."""
-    root = os.environ.get("TUNELENS_CACHE")
-    if root:
-        return Path(root)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "tunelens"
-
-
 def default_run_dir(name: str, root: str | Path = "runs") -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return Path(root) / name / stamp

@@ -71,14 +71,3 @@ def test_lower_leaky_keeps_gradient_below_zero():
     x = torch.tensor([-1.0, 0.5, 2.0], requires_grad=True)
     lower_leaky_hard(x).sum().backward()
     assert torch.allclose(x.grad, torch.tensor([0.01, 1.0, 0.0]))
-
-
-def test_next_token_ce_hand_computed():
-    from tunelens.spd.losses import next_token_ce
-
-    # vocab 2; position 0 predicts token 1 with logits (0, log 3) -> p = 3/4; position 1 predicts token 0 with
-    # equal logits -> p = 1/2; the last position has no label. CE = (-log 3/4 - log 1/2) / 2
-    logits = torch.tensor([[[0.0, torch.log(torch.tensor(3.0))], [0.0, 0.0], [5.0, -5.0]]])
-    ids = torch.tensor([[0, 1, 0]])
-    expected = -(torch.log(torch.tensor(0.75)) + torch.log(torch.tensor(0.5))) / 2
-    assert torch.isclose(next_token_ce(logits, ids), expected)

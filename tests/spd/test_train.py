@@ -63,11 +63,16 @@ def test_same_seed_same_numbers():
     assert once() == once()
 
 
-def test_target_is_cached_by_config(capsys):
-    messages = []
-    build_target(micro_config(), torch.device("cpu"), messages.append)
-    build_target(micro_config(), torch.device("cpu"), messages.append)
-    assert any("training tms" in m for m in messages) and any("reusing" in m for m in messages)
+def test_target_is_cached_by_config(monkeypatch):
+    from tunelens.spd.targets import tms
+
+    calls = []
+    real = tms.train_represented
+    monkeypatch.setattr(tms, "train_represented", lambda *args: calls.append(1) or real(*args))
+    first = build_target(micro_config(), torch.device("cpu"), lambda message: None)
+    second = build_target(micro_config(), torch.device("cpu"), lambda message: None)
+    assert len(calls) == 1  # trained once, then read back from the cache
+    assert torch.equal(first.model.linear1.weight, second.model.linear1.weight)
 
 
 def test_target_training_retries_until_every_feature_is_represented(monkeypatch):

@@ -1,5 +1,4 @@
-"""Token streams cut into training windows, padding token-id lists into batches, and the per-example loss that
-ignores the padding."""
+"""Token streams cut into training windows, and padding token-id lists into batches."""
 
 from __future__ import annotations
 
@@ -7,8 +6,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
 
 from tunelens.config import UsageError
@@ -43,11 +41,3 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: Literal["le
         ids[row, span] = torch.as_tensor(list(seq), dtype=torch.long)
         mask[row, span] = 1
     return ids, mask
-
-
-def per_example_loss(logits: Float[Tensor, "batch seq vocab"], input_ids: Int[Tensor, "batch seq"],
-                     loss_mask: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch"]:
-    """Mean next-token cross-entropy per example over the positions whose *target* token has loss_mask 1."""
-    target_mask = loss_mask[:, 1:].to(logits.dtype)
-    token_loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), input_ids[:, 1:], reduction="none")
-    return (token_loss * target_mask).sum(-1) / target_mask.sum(-1).clamp(min=1)

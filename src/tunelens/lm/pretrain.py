@@ -1,15 +1,13 @@
 """Pretrain the tiny base language model on the synthetic story corpus.
 
 `tiny_story_model()` is how studies get "the tiny base model": the directory of an ordinary Hugging Face model
-(model + tokenizer + `pretrain_summary.json`), cached under `runs.cache_dir()/tiny-stories/<hash>` where the hash
+(model + tokenizer + `pretrain_summary.json`), cached under `<cache>/tiny-stories/<hash>` (`tunelens.cache`) where the hash
 covers the config and the corpus version, and pretrained on first use.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +18,11 @@ from jaxtyping import Int
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from torch import Tensor
 
-from tunelens.config import Schedule, TunelensConfig, config_hash, config_to_dict, schedule_value
+from tunelens.config import Schedule, TunelensConfig, config_hash, config_to_dict
+from tunelens.schedules import schedule_value
 from tunelens.lm.corpus import CORPUS_VERSION
-from tunelens.runs import Run, cache_dir, write_json
+from tunelens.cache import cached, entry_dir, is_cached
+from tunelens.runs import Run, write_json
 
 SUMMARY_FILE = "pretrain_summary.json"
 
@@ -165,36 +165,22 @@ def pretrain_with_progress(config: TinyStoriesConfig, out_dir: Path, quiet: bool
 # -------------------------------------------------------------------------------------------------- cache
 
 
+def cache_key(config: TinyStoriesConfig) -> dict[str, Any]:
+    return {"config": config_to_dict(config), "corpus_version": CORPUS_VERSION}
+
+
 def cached_model_dir(config: TinyStoriesConfig) -> Path:
-    key = config_hash({"config": config_to_dict(config), "corpus_version": CORPUS_VERSION})
-    return cache_dir() / "tiny-stories" / key
+    return entry_dir("tiny-stories", cache_key(config))
 
 
 def tiny_story_model(config: TinyStoriesConfig | None = None, quiet: bool = False) -> Path:
-    """Directory of the tiny base model for `config` (defaults when None), pretrained first if not cached.
-
-    Training happens in a staging directory that is renamed into place when complete, so a killed run or two
-    processes training at once never leave a half-written model where the cache looks.
-    """
+    """Directory of the tiny base model for `config` (defaults when None), pretrained first if not cached."""
     config = config or TinyStoriesConfig()
-    folder = cached_model_dir(config)
-    if is_pretrained(folder):
-        return folder
-    staging = folder.parent / f".{folder.name}.{os.getpid()}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    pretrain_with_progress(config, staging, quiet)
-    try:
-        staging.rename(folder)
-    except OSError:  # another process finished first (or left an unfinished folder): keep a finished one
-        if not is_pretrained(folder):
-            shutil.rmtree(folder)
-            staging.rename(folder)
-    shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return cached("tiny-stories", cache_key(config), lambda folder: pretrain_with_progress(config, folder, quiet))
 
 
 def is_pretrained(folder: Path) -> bool:
-    return (folder / SUMMARY_FILE).is_file()
+    return is_cached(folder)
 
 
 def read_summary(folder: Path) -> dict[str, Any]:

@@ -64,8 +64,3 @@ def annealed_p(progress: float, p_start: float, p_end: float | None, start_frac:
     if progress >= end_frac:
         return p_end
     return p_start + (p_end - p_start) * (progress - start_frac) / (end_frac - start_frac)
-
-
-def next_token_ce(logits: Float[Tensor, "batch seq vocab"], input_ids: Tensor) -> Float[Tensor, ""]:
-    """Mean cross-entropy of predicting token t+1 from position t (the last position has no label)."""
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1))

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tunelens.config import schedule_value
+from tunelens.lm.scoring import next_token_ce
 from tunelens.runs import Run, resolve_device
+from tunelens.schedules import schedule_value
 from tunelens.spd import metrics
 from tunelens.spd.component_model import ComponentModel, Importances, LayerMask
 from tunelens.spd.configs import SpdConfig
@@ -27,7 +28,6 @@ from tunelens.spd.losses import (
     importance_minimality_loss,
     kl_output_loss,
     mse_output_loss,
-    next_token_ce,
     stochastic_mask,
 )
 from tunelens.spd.targets import Target

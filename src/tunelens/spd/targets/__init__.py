@@ -13,8 +13,8 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
 
-from tunelens.config import config_hash
-from tunelens.runs import cache_dir, load_tensors, save_tensors, write_json
+from tunelens.cache import cached
+from tunelens.runs import load_tensors, save_tensors, write_json
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,12 @@ def freeze(model: nn.Module) -> nn.Module:
 def cached_training(kind: str, config: BaseModel, train: Callable[[], tuple[dict[str, Tensor], dict[str, Any]]],
                     log: Callable[[str], None]) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Weights and info of a target trained from `config`, reused when the same config was trained before."""
-    folder: Path = cache_dir() / "targets" / f"{kind}-{config_hash(config)}"
-    weights_path, info_path = folder / "weights.safetensors", folder / "info.json"
-    if weights_path.is_file() and info_path.is_file():
-        log(f"target: reusing {folder}")
-        info = json.loads(info_path.read_text())
-        info.pop("config", None)
-        return load_tensors(weights_path), info
-    log(f"target: training {kind} (cached afterwards in {folder})")
-    with torch.random.fork_rng(devices=[]):  # a cache miss must not shift the run's random stream
-        weights, info = train()
-    save_tensors(weights_path, weights)
-    write_json(info_path, {**info, "config": config.model_dump(mode="json")})
-    return weights, info
+
+    def build(folder: Path) -> None:
+        with torch.random.fork_rng(devices=[]):  # a cache miss must not shift the run's random stream
+            weights, info = train()
+        save_tensors(folder / "weights.safetensors", weights)
+        write_json(folder / "info.json", info)
+
+    folder = cached(f"targets/{kind}", config, build, log)
+    return load_tensors(folder / "weights.safetensors"), json.loads((folder / "info.json").read_text())

@@ -13,7 +13,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 
-from tunelens.config import Schedule, schedule_value
+from tunelens.config import Schedule
+from tunelens.schedules import schedule_value
 from tunelens.spd.targets import CiPattern, Target, cached_training, call_module, freeze
 from tunelens.spd.targets.tms import sparse_features
 
