@@ -28,7 +28,8 @@ def test_list_is_name_study_description():
     assert result.exit_code == 0
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     assert [r[0] for r in rows] == list(EXPERIMENTS)
-    assert all(len(r) == 3 and r[1] == "spd" for r in rows)
+    assert all(len(r) == 3 and r[1] in ("spd", "lm", "routing", "attribution", "control") for r in rows)
+    assert {r[0]: r[1] for r in rows}["lm-finetune"] == "lm"
 
 
 def test_unknown_experiment_lists_close_names():

@@ -70,6 +70,10 @@ EXPERIMENTS: dict[str, Experiment] = {
         _spd("resid_mlp3", "SPD of a 3-layer residual MLP (17 neurons per layer, 102 features)"),
         _spd("lm_emb", "SPD of the token embedding of the tiny story language model (KL loss)"),
         _spd("lm_mlp", "SPD of one MLP block's projections of the tiny story language model (KL loss)"),
+        Experiment("tiny-stories", "lm", "tunelens.lm.pretrain:TinyStoriesConfig", "tunelens.lm.pretrain:run",
+                   "Pretrain the tiny base language model (tokenizer and model) on the synthetic story corpus"),
+        Experiment("lm-finetune", "lm", "tunelens.lm.finetune:FinetuneConfig", "tunelens.lm.finetune:run",
+                   "Fine-tune a causal LM (full or LoRA) on prompt/completion examples; held-out loss before/after"),
     ]
 }
 
@@ -80,8 +84,3 @@ def get_experiment(name: str) -> Experiment:
     close = difflib.get_close_matches(name, EXPERIMENTS, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(EXPERIMENTS)}"
     raise UsageError(f"unknown experiment '{name}'{hint}")
-
-
-def register(experiment: Experiment) -> None:
-    """Add an experiment (studies call this at import of `tunelens.registry`'s table)."""
-    EXPERIMENTS[experiment.name] = experiment

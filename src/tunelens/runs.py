@@ -92,12 +92,11 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------------- seed, device
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed python, numpy and torch; return a CPU generator for draws that must not depend on call order."""
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -129,24 +128,31 @@ class Run:
     caller (CLI or sweep) writes the config and the summary.
     """
 
-    def __init__(self, out_dir: str | Path, name: str, wandb_project: str | None = None, quiet: bool = False):
+    def __init__(self, out_dir: str | Path, name: str, wandb_project: str | None = None, quiet: bool = False,
+                 resume: bool = False, writer: bool = True):
+        """`resume` keeps the log and metrics of an interrupted run in the same directory (appended to);
+        `writer=False` (every torchrun rank but 0) writes nothing and stays quiet."""
         self.dir = Path(out_dir)
         self.name = name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "figures").mkdir(exist_ok=True)
-        self.quiet = quiet
-        self.logger = self._make_logger()
-        self._metrics_file = open(self.dir / "metrics.jsonl", "w", buffering=1)  # noqa: SIM115 - a rerun replaces it
+        self.writer = writer
+        self.quiet = quiet or not writer
+        if writer:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "figures").mkdir(exist_ok=True)
+        mode = "a" if resume else "w"
+        self.logger = self._make_logger(mode)
+        self._metrics_file = (open(self.dir / "metrics.jsonl", mode, buffering=1)  # noqa: SIM115
+                              if writer else open(os.devnull, "w"))  # noqa: SIM115
         self._wandb = None
-        self._wandb_project = wandb_project
+        self._wandb_project = wandb_project if writer else None
         self.start_time = time.perf_counter()
 
-    def _make_logger(self) -> logging.Logger:
-        logger = logging.getLogger(f"tunelens.run.{self.dir.resolve()}")
+    def _make_logger(self, mode: str) -> logging.Logger:
+        logger = logging.getLogger(f"tunelens.run.{self.dir.resolve()}.{os.getpid()}")
         logger.handlers.clear()
         logger.setLevel(logging.INFO)
         logger.propagate = False
-        self._file_handler = logging.FileHandler(self.dir / "log.txt", mode="w")
+        self._file_handler = logging.FileHandler(self.dir / "log.txt" if self.writer else os.devnull, mode=mode)
         self._file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(self._file_handler)
         if not self.quiet:
@@ -157,6 +163,8 @@ class Run:
 
     # -- outputs
     def write_config(self, config: BaseModel) -> None:
+        if not self.writer:
+            return
         atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
         if self._wandb_project:
             self._start_wandb(config)
@@ -182,14 +190,27 @@ class Run:
         if self._wandb is not None:
             self._wandb.log(dict(record), step=step)
 
+    def rewind_metrics(self, step: int) -> None:
+        """Drop the records logged after `step` (a resumed run logs them again from its checkpoint)."""
+        if not self.writer:
+            return
+        self._metrics_file.close()
+        path = self.dir / "metrics.jsonl"
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] < step]
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+        self._metrics_file = open(path, "a", buffering=1)  # noqa: SIM115
+
     def write_summary(self, summary: Mapping[str, Any]) -> None:
+        if not self.writer:
+            return
         write_json(self.dir / "summary.json", summary)
         if self._wandb is not None:
             self._wandb.summary.update(to_jsonable(dict(summary)))
 
     def save_checkpoint(self, name: str, tensors: Mapping[str, torch.Tensor]) -> Path:
         path = self.dir / f"{name}.safetensors"
-        save_tensors(path, tensors)
+        if self.writer:
+            save_tensors(path, tensors)
         return path
 
     def figure_path(self, name: str) -> Path:
@@ -252,8 +273,13 @@ def run_experiment(experiment: Any, config: BaseModel, out_dir: str | Path, wand
     A failure is written with its traceback to log.txt and re-raised; the summary is then absent, so
     a half-finished run is never mistaken for a finished one.
     """
-    run = Run(out_dir, experiment.name, wandb_project=wandb_project, quiet=quiet)
-    (run.dir / "summary.json").unlink(missing_ok=True)  # a stale summary would pass for this run's
+    from tunelens.distributed import is_writer
+
+    writer = is_writer()  # under torchrun only rank 0 writes
+    resume = (Path(out_dir) / "checkpoint").is_dir()  # an interrupted run that can continue where it stopped
+    run = Run(out_dir, experiment.name, wandb_project=wandb_project, quiet=quiet, resume=resume, writer=writer)
+    if writer:
+        (run.dir / "summary.json").unlink(missing_ok=True)  # a stale summary would pass for this run's
     try:
         run.write_config(config)
         run.log(f"{experiment.name}: {experiment.summary} -> {run.dir}")

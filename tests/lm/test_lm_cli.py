@@ -30,12 +30,13 @@ def test_pretrain_into_a_directory(tmp_path, nano_settings):
         args += ["--set", f"{key}={value}"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    folder = tmp_path / "model"
+    run_dir = tmp_path / "model"
+    folder = run_dir / "model"
     assert {"config.json", "model.safetensors", "tokenizer.json", "pretrain_summary.json"} <= {
         p.name for p in folder.iterdir()}
-    assert not (folder / "figures").exists()
-    assert json.loads((folder / "pretrain_summary.json").read_text())["steps"] == 3
-    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 2  # steps 0 and 2
+    assert {"config.yaml", "summary.json", "log.txt"} <= {p.name for p in run_dir.iterdir()}
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 3
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2  # steps 0 and 2
     AutoModelForCausalLM.from_pretrained(folder)
 
 

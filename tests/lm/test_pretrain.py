@@ -28,9 +28,11 @@ def test_tiny_story_model_trains_once_then_reuses_the_cache(monkeypatch, tmp_pat
     monkeypatch.setenv("TUNELENS_CACHE", str(tmp_path))
     nano = TinyStoriesConfig(**nano_settings)
     folder = tiny_story_model(nano, quiet=True)
-    assert folder == cached_model_dir(nano) and folder.parent == tmp_path / "tiny-stories"
-    assert (folder / "pretrain_summary.json").is_file() and (folder / "log.txt").is_file()
-    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no staging directory left behind
+    assert folder == cached_model_dir(nano) and folder.parent.parent == tmp_path / "tiny-stories"
+    assert (folder / "pretrain_summary.json").is_file()
+    run_dir = folder.parent  # a standard run directory around the model
+    assert {"config.yaml", "summary.json", "metrics.jsonl", "log.txt"} <= {p.name for p in run_dir.iterdir()}
+    assert [p.name for p in run_dir.parent.iterdir()] == [run_dir.name]  # no staging directory left behind
 
     def fail(*args, **kwargs):
         raise AssertionError("retrained a cached model")
@@ -60,3 +62,9 @@ def test_pretraining_leaves_the_callers_random_stream_alone(tmp_path, nano_setti
     torch.manual_seed(1)
     pretrain_module.pretrain(TinyStoriesConfig(**nano_settings), tmp_path, log=lambda message: None)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_the_registered_defaults_are_the_model_studies_load():
+    from tunelens.registry import get_experiment
+
+    assert cached_model_dir(get_experiment("tiny-stories").load_config()) == cached_model_dir(TinyStoriesConfig())

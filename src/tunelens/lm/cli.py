@@ -33,23 +33,25 @@ def models_command() -> None:
 
 def pretrain_command(
     name: Annotated[str, typer.Argument(help="What to pretrain: tiny-stories.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="HF model directory (default: the user cache).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory, the model in DIR/model (default: "
+                                                "the user cache).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML of TinyStoriesConfig fields.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override: key=value (repeatable).")] = None,
 ) -> None:
-    """Pretrain a tiny base LM on the synthetic story corpus and save it as a Hugging Face directory.
+    """Pretrain a tiny base LM on the synthetic story corpus (the experiment `tiny-stories`).
 
-    Without --out the model goes to the cache that studies load "the tiny base model" from, and an existing
+    Without --out the run goes to the cache that studies load "the tiny base model" from, and an existing
     model for the same config is reused.
     """
-    from tunelens.config import load_config
-    from tunelens.lm.pretrain import (TinyStoriesConfig, cached_model_dir, is_pretrained, pretrain_with_progress,
-                                      read_summary, tiny_story_model)
+    from tunelens.lm.pretrain import cached_model_dir, is_pretrained, read_summary, tiny_story_model
+    from tunelens.registry import get_experiment
+    from tunelens.runs import run_experiment
 
     try:
         if name not in PRETRAINABLE:
             raise UsageError(f"unknown pretraining target '{name}' (known: {', '.join(PRETRAINABLE)})")
-        resolved = load_config(TinyStoriesConfig, None, config, set_ or [])
+        experiment = get_experiment(name)
+        resolved = experiment.load_config(config, set_ or [])
     except UsageError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
@@ -58,10 +60,10 @@ def pretrain_command(
         return
     try:
         if out is None:
-            target = tiny_story_model(resolved)
+            model_dir = tiny_story_model(resolved)
         else:
-            pretrain_with_progress(resolved, out)
-            target = out
+            run_experiment(experiment, resolved, out)
+            model_dir = out / "model"
     except UsageError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
@@ -71,10 +73,10 @@ def pretrain_command(
     except Exception as err:  # noqa: BLE001 - the CLI's job is to turn the cause into one line
         typer.echo(f"error: pretraining failed: {type(err).__name__}: {err}", err=True)
         raise typer.Exit(1) from None
-    summary = read_summary(target)
+    summary = read_summary(model_dir)
     typer.echo(f"{name}: {summary['n_params'] / 1e6:.2f}M parameters, held-out loss {summary['eval_loss']:.3f} "
                f"(from {summary['eval_loss_initial']:.3f}; train {summary['train_loss']:.3f}), "
-               f"{summary['seconds']:.0f}s -> {target}")
+               f"{summary['seconds']:.0f}s -> {model_dir}")
     for item in summary["samples"]:
         typer.echo(f"  {item['prompt']} >> {item['continuation']!r}")
 

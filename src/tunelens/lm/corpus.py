@@ -370,6 +370,11 @@ def _ending(rng: random.Random, hero: Character, relative: str, morals: list[str
     return [feeling, lesson]
 
 
+def story_hero(seed: int, index: int) -> Character:
+    """The main character of story `index`: the first draw of the story's own generator, as in `make_story`."""
+    return _character(random.Random(f"{seed}:{index}"), set(), child_frac=0.35)
+
+
 def make_story(seed: int, index: int) -> str:
     """Story `index` of the corpus with this seed (deterministic, independent of every other index)."""
     rng = random.Random(f"{seed}:{index}")
@@ -387,15 +392,20 @@ def is_test(seed: int, index: int) -> bool:
     return digest[0] * 100 // 256 < TEST_PERCENT
 
 
-def iter_split(split: str, seed: int = 0) -> Iterator[str]:
-    """Endless stream of the split's stories, in corpus order."""
+def split_indices(split: str, seed: int = 0) -> Iterator[int]:
+    """Endless stream of the indices of the split's stories, in corpus order."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     index = 0
     while True:
         if is_test(seed, index) == (split == "test"):
-            yield make_story(seed, index)
+            yield index
         index += 1
+
+
+def iter_split(split: str, seed: int = 0) -> Iterator[str]:
+    """Endless stream of the split's stories, in corpus order."""
+    return (make_story(seed, index) for index in split_indices(split, seed))
 
 
 def story_splits(n_train: int, n_test: int, seed: int = 0) -> tuple[list[str], list[str]]:

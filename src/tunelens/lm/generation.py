@@ -36,16 +36,20 @@ def next_tokens(logits: Float[Tensor, "batch vocab"], temperature: float, top_p:
 
 
 @torch.no_grad()
-def sample(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 64, temperature: float = 1.0,
-           top_p: float = 1.0, generator: torch.Generator | None = None) -> list[str]:
-    """Continue each prompt (encoded with the tokenizer's own special tokens, e.g. BOS); a row stops at EOS.
+def sample(model, tokenizer, prompts: Sequence[str] | None = None, max_new_tokens: int = 64, temperature: float = 1.0,
+           top_p: float = 1.0, generator: torch.Generator | None = None, stop: Sequence[str] = (),
+           prompt_ids: Sequence[Sequence[int]] | None = None) -> list[str]:
+    """Continue each prompt; a row stops at EOS or once its text contains a stop string.
 
-    Returns only the continuations, decoded without the EOS.
-    """
+    Prompts are encoded with the tokenizer's own special tokens (e.g. BOS); pass `prompt_ids` instead for prompts
+    encoded elsewhere (a chat template with a prefill: `tunelens.lm.examples.encode_prompt`). Returns only the
+    continuations, decoded without the EOS and cut before the first stop string."""
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature} and {top_p}")
+    if (prompts is None) == (prompt_ids is None):
+        raise ValueError("give either prompts or prompt_ids")
     device = next(model.parameters()).device
-    encoded = tokenizer(list(prompts))["input_ids"]
+    encoded = [list(ids) for ids in prompt_ids] if prompt_ids is not None else tokenizer(list(prompts))["input_ids"]
     if not all(encoded):
         raise ValueError("every prompt must encode to at least one token")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -60,12 +64,24 @@ def sample(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 64, t
         token = torch.where(finished, pad_id, next_tokens(out.logits[:, -1], temperature, top_p, generator))
         new_tokens.append(token)
         finished |= token == tokenizer.eos_token_id
+        if stop:
+            finished |= _has_stop(torch.stack(new_tokens, dim=1).tolist(), tokenizer, stop, device)
         ids, positions = token[:, None], positions[:, -1:] + 1
         mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
         if finished.all():
             break
     rows = torch.stack(new_tokens, dim=1).tolist()
-    return [tokenizer.decode(_until_eos(row, tokenizer.eos_token_id)) for row in rows]
+    return [_cut_at_stop(tokenizer.decode(_until_eos(row, tokenizer.eos_token_id)), stop) for row in rows]
+
+
+def _has_stop(rows: list[list[int]], tokenizer, stop: Sequence[str], device: torch.device) -> Tensor:
+    texts = [tokenizer.decode(_until_eos(row, tokenizer.eos_token_id)) for row in rows]
+    return torch.tensor([any(s in text for s in stop) for text in texts], device=device)
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = min((text.index(s) for s in stop if s in text), default=len(text))
+    return text[:cut]
 
 
 def _until_eos(token_ids: list[int], eos_id: int | None) -> list[int]:

@@ -1,8 +1,10 @@
 """Pretrain the tiny base language model on the synthetic story corpus.
 
-`tiny_story_model()` is how studies get "the tiny base model": the directory of an ordinary Hugging Face model
-(model + tokenizer + `pretrain_summary.json`), cached under `<cache>/tiny-stories/<hash>` (`tunelens.cache`) where the hash
-covers the config and the corpus version, and pretrained on first use.
+Pretraining is the registered experiment `tiny-stories` (standard run directory, the model in `DIR/model/`), and
+uses the shared training loop. `tiny_story_model()` is how studies get "the tiny base model": the `model/`
+directory (an ordinary Hugging Face model with its tokenizer and `pretrain_summary.json`) of a run cached under
+`<cache>/tiny-stories/<hash>` (`tunelens.cache`), where the hash covers the config and the corpus version; it is
+pretrained on first use.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from jaxtyping import Int
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from torch import Tensor
 
-from tunelens.config import Schedule, TunelensConfig, config_hash, config_to_dict
-from tunelens.schedules import schedule_value
-from tunelens.lm.corpus import CORPUS_VERSION
 from tunelens.cache import cached, entry_dir, is_cached
-from tunelens.runs import Run, write_json
+from tunelens.config import Schedule, TunelensConfig, config_to_dict
+from tunelens.lm.corpus import CORPUS_VERSION
+from tunelens.lm.examples import TokenizedExample
+from tunelens.lm.trainer import TrainSettings, mean_loss, train
+from tunelens.runs import Run, resolve_device, write_json
 
-SUMMARY_FILE = "pretrain_summary.json"
+SUMMARY_FILE = "pretrain_summary.json"  # beside the weights, so a copied model directory keeps its record
+MODEL_DIR = "model"
 
 
 class TinyStoriesConfig(TunelensConfig):
@@ -60,35 +64,24 @@ class TinyStoriesConfig(TunelensConfig):
         return self
 
 
-# ------------------------------------------------------------------------------------------------- steps
-
-
-@torch.no_grad()
-def mean_loss(model, data: Int[Tensor, "window seq"], batch_size: int = 64) -> float:
-    """Mean next-token loss over all windows (every window has the same number of targets)."""
-    total = sum(model(input_ids=chunk, labels=chunk).loss.item() * len(chunk) for chunk in data.split(batch_size))
-    return total / len(data)
-
-
-def train_step(model, optimizer: torch.optim.Optimizer, batch: Int[Tensor, "batch seq"], lr: float) -> float:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    loss = model(input_ids=batch, labels=batch).loss
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    return loss.item()
-
-
 # ----------------------------------------------------------------------------------------------- pretrain
 
-ProgressFn = Callable[[int, float], None]
+
+def train_settings(config: TinyStoriesConfig) -> TrainSettings:
+    return TrainSettings(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                         weight_decay=config.weight_decay, betas=(0.9, 0.95), lr_schedule=config.lr_schedule,
+                         max_grad_norm=1.0, eval_batch_size=64, checkpoint_every=0, log_every=10)
+
+
+def windows_as_rows(windows: Int[Tensor, "window seq"]) -> list[TokenizedExample]:
+    """Fixed-length windows of the story stream as training rows with every token in the loss."""
+    return [TokenizedExample(w.tolist(), [1] * len(w), i, 0) for i, w in enumerate(windows)]
 
 
 def pretrain(config: TinyStoriesConfig, out_dir: str | Path, log: Callable[[str], None] = print,
-             progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Train tokenizer and model, save both to `out_dir` as one HF directory, return the summary (also saved)."""
+             run: Run | None = None) -> dict[str, Any]:
+    """Train tokenizer and model with the shared loop, save both to `out_dir` as one HF directory, return the
+    summary (also saved there)."""
     from tunelens.lm.batching import token_windows
     from tunelens.lm.corpus import story_splits
     from tunelens.lm.generation import sample
@@ -96,96 +89,83 @@ def pretrain(config: TinyStoriesConfig, out_dir: str | Path, log: Callable[[str]
     from tunelens.lm.tokenizer import train_bpe_tokenizer
 
     start = time.perf_counter()
-    generator = torch.Generator().manual_seed(config.seed)
+    device = resolve_device(config.device)
     train_stories, eval_stories = story_splits(config.n_train_stories, config.n_eval_stories, config.corpus_seed)
     tokenizer = train_bpe_tokenizer(train_stories, config.vocab_size)
-    train_data = token_windows(train_stories, tokenizer, config.seq_len)
-    eval_data = token_windows(eval_stories, tokenizer, config.seq_len)
-    train_probe = train_data[: len(eval_data)]  # same size as the held-out set, so the two losses compare
-    with torch.random.fork_rng(devices=[]):  # seeded init that leaves a calling study's random stream alone
+    train_rows = windows_as_rows(token_windows(train_stories, tokenizer, config.seq_len))
+    eval_rows = windows_as_rows(token_windows(eval_stories, tokenizer, config.seq_len))
+    train_probe = train_rows[: len(eval_rows)]  # same size as the held-out set, so the two losses compare
+    with torch.random.fork_rng(devices=[]):  # seeded init and draws that leave a calling study's stream alone
         torch.manual_seed(config.seed)
         model = tiny_causal_lm(config.architecture, len(tokenizer), config.d_model, config.n_layers, config.n_heads,
                                config.d_mlp, config.seq_len, config.tie_embeddings, tokenizer.bos_token_id,
-                               tokenizer.eos_token_id, tokenizer.pad_token_id)
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"{n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, {len(train_data)} training windows of "
-        f"{config.seq_len} tokens, {config.steps} steps of {config.batch_size}")
-    eval_loss_initial = mean_loss(model.eval(), eval_data)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                  betas=(0.9, 0.95))
-    model.train()
-    train_start = time.perf_counter()
-    for step in range(config.steps):
-        batch = train_data[torch.randint(0, len(train_data), (config.batch_size,), generator=generator)]
-        loss = train_step(model, optimizer, batch, schedule_value(config.lr_schedule, config.lr, step, config.steps))
-        if progress is not None:
-            progress(step, loss)
-    train_seconds = time.perf_counter() - train_start
-    model.eval()
-    prompts = [" ".join(story.split()[:8]) for story in eval_stories[: config.n_samples]]
-    continuations = sample(model, tokenizer, prompts, max_new_tokens=80, temperature=0.8, top_p=0.95,
-                           generator=generator)
+                               tokenizer.eos_token_id, tokenizer.pad_token_id).to(device)
+        n_params = sum(p.numel() for p in model.parameters())
+        log(f"{n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, {len(train_rows)} training windows of "
+            f"{config.seq_len} tokens, {config.steps} steps of {config.batch_size} on {device}")
+        pad_id = tokenizer.pad_token_id
+        eval_loss_initial = mean_loss(model, eval_rows, pad_id, device=device)
+        result = train(model, train_rows, train_settings(config), pad_id=pad_id, seed=config.seed, device=device,
+                       run=run)
+        prompts = [" ".join(story.split()[:8]) for story in eval_stories[: config.n_samples]]
+        continuations = sample(model, tokenizer, prompts, max_new_tokens=80, temperature=0.8, top_p=0.95,
+                               generator=torch.Generator().manual_seed(config.seed))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     summary = {"n_params": n_params, "vocab_size": len(tokenizer), "steps": config.steps,
                "n_train_tokens_seen": config.steps * config.batch_size * config.seq_len,
-               "n_train_windows": len(train_data), "train_loss": mean_loss(model, train_probe),
-               "eval_loss": mean_loss(model, eval_data), "eval_loss_initial": eval_loss_initial,
-               "train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - start, 1),
+               "n_train_windows": len(train_rows), "train_loss": mean_loss(model, train_probe, pad_id, device=device),
+               "eval_loss": mean_loss(model, eval_rows, pad_id, device=device),
+               "eval_loss_initial": eval_loss_initial, "train_seconds": round(result.train_seconds, 1),
+               "tokens_per_second": round(result.tokens_per_second), "seconds": round(time.perf_counter() - start, 1),
                "samples": [{"prompt": p, "continuation": c} for p, c in zip(prompts, continuations)],
                "corpus_version": CORPUS_VERSION, "config": config_to_dict(config)}
-    write_json(Path(out_dir) / SUMMARY_FILE, summary)  # last: its presence marks a finished model
+    write_json(Path(out_dir) / SUMMARY_FILE, summary)
     return summary
 
 
-def pretrain_with_progress(config: TinyStoriesConfig, out_dir: Path, quiet: bool = False) -> dict[str, Any]:
-    """`pretrain` inside a Run: progress bar on a terminal; log.txt (with the traceback of a failure) and
-    metrics.jsonl (loss every 10 steps) beside the model."""
-    run = Run(out_dir, "tiny-stories", quiet=quiet)
-    try:
-        with run.progress(config.steps, "pretraining") as bar:
-            def report(step: int, loss: float) -> None:
-                bar.update(status=f"loss {loss:.3f}")
-                if step % 10 == 0 or step == config.steps - 1:
-                    run.log_metrics(step, {"train/loss": loss})
-
-            summary = pretrain(config, out_dir, run.log, report)
-    except BaseException:
-        run.logger.exception("pretraining failed")
-        raise
-    finally:
-        run.close()
-    figures = out_dir / "figures"  # made by Run; a model directory has none
-    if not any(figures.iterdir()):
-        figures.rmdir()
-    return summary
+def run(config: TinyStoriesConfig, run: Run) -> dict[str, Any]:
+    """The registered experiment `tiny-stories`: the model goes to DIR/model, the run files beside it."""
+    summary = pretrain(config, run.dir / MODEL_DIR, run.log, run)
+    run.log(f"held-out loss {summary['eval_loss']:.3f} (from {summary['eval_loss_initial']:.3f}), "
+            f"{summary['n_params'] / 1e6:.2f}M parameters")
+    return {k: v for k, v in summary.items() if k != "config"}
 
 
 # -------------------------------------------------------------------------------------------------- cache
 
 
 def cache_key(config: TinyStoriesConfig) -> dict[str, Any]:
-    return {"config": config_to_dict(config), "corpus_version": CORPUS_VERSION}
+    """The config without where it runs, and the corpus version."""
+    settings = {k: v for k, v in config_to_dict(config).items() if k != "device"}
+    return {"config": settings, "corpus_version": CORPUS_VERSION}
 
 
 def cached_model_dir(config: TinyStoriesConfig) -> Path:
-    return entry_dir("tiny-stories", cache_key(config))
+    """The model directory inside the cached run of this config."""
+    return entry_dir("tiny-stories", cache_key(config)) / MODEL_DIR
 
 
 def tiny_story_model(config: TinyStoriesConfig | None = None, quiet: bool = False) -> Path:
     """Directory of the tiny base model for `config` (defaults when None), pretrained first if not cached."""
+    from tunelens.registry import get_experiment
+    from tunelens.runs import run_experiment
+
     config = config or TinyStoriesConfig()
-    return cached("tiny-stories", cache_key(config), lambda folder: pretrain_with_progress(config, folder, quiet))
+
+    def build(folder: Path) -> None:
+        run_experiment(get_experiment("tiny-stories"), config, folder, quiet=quiet)
+
+    return cached("tiny-stories", cache_key(config), build) / MODEL_DIR
 
 
-def is_pretrained(folder: Path) -> bool:
-    return is_cached(folder)
+def is_pretrained(model_dir: Path) -> bool:
+    return is_cached(model_dir.parent) and (model_dir / SUMMARY_FILE).is_file()
 
 
-def read_summary(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / SUMMARY_FILE).read_text())
+def read_summary(model_dir: Path) -> dict[str, Any]:
+    return json.loads((model_dir / SUMMARY_FILE).read_text())
 
 
-__all__ = ["TinyStoriesConfig", "cached_model_dir", "pretrain", "pretrain_with_progress", "read_summary",
-           "tiny_story_model"]
+__all__ = ["TinyStoriesConfig", "cached_model_dir", "pretrain", "read_summary", "run", "tiny_story_model"]
