@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from tunelens import distributed
 from tunelens.config import TunelensConfig, UsageError, config_hash
@@ -51,6 +51,13 @@ class FinetuneConfig(TunelensConfig):
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (adapter: lora).")
     train: TrainSettings = Field(default_factory=TrainSettings, description="Optimisation.")
     n_samples: NonNegativeInt = Field(4, description="Held-out prompts answered greedily for the summary.")
+
+    @field_validator("data", "eval_data")
+    @classmethod
+    def _file_exists(cls, path: str | None) -> str | None:
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"examples file not found: {path}")
+        return path
 
     @model_validator(mode="after")
     def _eval_needs_data(self) -> FinetuneConfig:

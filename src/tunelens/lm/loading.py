@@ -38,10 +38,22 @@ def load_tokenizer(name_or_path: str | Path, padding_side: PaddingSide):
     return tokenizer
 
 
+def quiet_progress_bars() -> None:
+    """transformers' and the hub's progress bars only on a terminal: elsewhere they fill logs with bars."""
+    from transformers.utils import logging as hf_logging
+
+    from tunelens.runs import is_interactive
+
+    if not is_interactive():
+        hf_logging.disable_progress_bar()
+
+
 def load_model(name_or_path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                quantize: Quantize = None):
     """A causal LM in eval mode on `device`; 4-/8-bit weights only on CUDA, through bitsandbytes."""
     from transformers import AutoModelForCausalLM
+
+    quiet_progress_bars()
 
     device = torch.device(device)
     kwargs: dict[str, Any] = {"dtype": dtype}
