@@ -1,11 +1,14 @@
 """Hostile programs are contained and judged as failing; the evaluator survives and nothing is left running."""
 
 import os
+import shutil
+import socket
 import time
 
 import pytest
 
-from tunelens.sandbox import Limits, Program, Sandbox, classify, last_exception_name
+from tunelens.config import UsageError
+from tunelens.sandbox import Limits, Program, Sandbox, classify, last_exception_name, resolve_isolation
 
 FAST = Limits(timeout_s=3.0, memory_bytes=512 << 20, file_size_bytes=8 << 20)
 SOLUTION = "def add(a, b):\n    return a + b\n"
@@ -113,11 +116,62 @@ def test_callers_environment_is_not_visible(sandbox, monkeypatch):
     assert "hunter2" not in result.stdout_tail and "HOME" in result.stdout_tail
 
 
-def test_killing_the_parent_fails_and_evaluator_survives(sandbox):
-    code = SOLUTION + "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.killpg(os.getpgid(os.getppid()), 9)\n"
+def kill_the_parent_fails_and_evaluator_survives(sandbox):
+    if not (sandbox.drop_privileges or sandbox.use_pid_namespace):
+        pytest.skip("the program runs as the evaluator's own user in the evaluator's pid namespace "
+                    "(no uid drop, no bwrap or unshare), so it can kill the evaluator")
+    code = SOLUTION + ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"
+                       "os.killpg(os.getpgid(os.getppid()), 9)\n")
     result = judged(sandbox, code)
     assert not result.passed
     assert judged(sandbox, SOLUTION).passed  # still here, still working
+
+
+def test_killing_the_parent_fails_and_evaluator_survives(sandbox):
+    kill_the_parent_fails_and_evaluator_survives(sandbox)
+
+
+def test_killing_the_parent_as_the_same_user_fails_and_evaluator_survives():
+    kill_the_parent_fails_and_evaluator_survives(same_user_sandbox())
+
+
+def connect_to_a_loopback_listener(sandbox) -> tuple[bool, bytes]:
+    """(passed, bytes the listener received) for a program that connects to 127.0.0.1 and sends b"leak"."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        connect = f"socket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'leak')\n"
+        code = SOLUTION + "import socket\n" + connect
+        result = judged(sandbox, code)
+        listener.settimeout(0.2)
+        try:
+            connection, _ = listener.accept()
+        except TimeoutError:
+            return result.passed, b""
+        with connection:
+            return result.passed, connection.recv(16)
+
+
+def test_network_is_cut_off():
+    assert connect_to_a_loopback_listener(Sandbox(FAST, workers=1, isolation="none")) == (True, b"leak")
+    sandbox = Sandbox(FAST, workers=1)
+    if sandbox.isolation == "none":
+        pytest.skip("neither bwrap nor unshare can create a network namespace on this machine")
+    assert connect_to_a_loopback_listener(sandbox) == (False, b"")
+
+
+def test_network_is_cut_off_as_the_same_user():
+    sandbox = same_user_sandbox()
+    if sandbox.isolation == "none":
+        pytest.skip("neither bwrap nor unprivileged unshare can create a network namespace on this machine")
+    assert connect_to_a_loopback_listener(sandbox) == (False, b"")
+
+
+def test_without_namespaces_it_warns_or_refuses(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.warns(RuntimeWarning, match="programs under test can use the network"):
+        assert resolve_isolation.__wrapped__("auto", False) == ("none", ())
+    with pytest.raises(UsageError, match="isolation 'unshare' needs `unshare`"):
+        resolve_isolation.__wrapped__("unshare", True)
 
 
 def test_syntax_error(sandbox):
@@ -125,9 +179,9 @@ def test_syntax_error(sandbox):
     assert not result.passed and result.error == "syntax"
 
 
-@pytest.mark.parametrize("escape", ["import sys\nsys.exit(0)\n", "import os\nos._exit(0)\n",
-                                    "raise SystemExit\n", "import atexit, os\natexit.register(lambda: os._exit(0))\n"
-                                    "raise KeyboardInterrupt\n"])
+@pytest.mark.parametrize("escape", [
+    "import sys\nsys.exit(0)\n", "import os\nos._exit(0)\n", "raise SystemExit\n",
+    "import atexit, os\natexit.register(lambda: os._exit(0))\nraise KeyboardInterrupt\n"])
 def test_exiting_before_the_tests_is_no_pass(sandbox, escape):
     result = judged(sandbox, SOLUTION + escape)
     assert not result.passed and result.exit_code is not None
@@ -199,22 +253,25 @@ def test_classify_and_exception_names():
     assert last_exception_name("Traceback (most recent call last):\n  File x\nmod.CustomError: boom") == "CustomError"
 
 
-@pytest.fixture
-def same_user_sandbox():
-    """The mode of a non-root evaluator: no uid change, escapees found as orphans reparented to the evaluator."""
-    import sys
-
-    sandbox = Sandbox(FAST, workers=2)
-    sandbox.drop_privileges, sandbox.interpreter = False, sys.executable
+def same_user_sandbox(isolation="auto"):
+    """The mode of a non-root evaluator: no uid change; escapees end with the program's pid namespace or,
+    without one ("none"), are found as orphans reparented to the evaluator."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "geteuid", lambda: 1000)
+        sandbox = Sandbox(FAST, workers=2, isolation=isolation)
+    assert not sandbox.drop_privileges
     return sandbox
 
 
+@pytest.mark.parametrize("isolation", ["auto", "none"])
 @pytest.mark.parametrize("code", [
     SOLUTION + "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(60)\n"
                "    os._exit(0)\ntime.sleep(0.2)\n",
-    SOLUTION + "import os, time\nfor _ in range(50):\n    if os.fork() == 0:\n        time.sleep(60)\n        os._exit(0)\n",
+    SOLUTION + "import os, time\nfor _ in range(50):\n    if os.fork() == 0:\n        time.sleep(60)\n"
+               "        os._exit(0)\n",
     SOLUTION + "while True:\n    pass\n",
 ])
-def test_same_user_mode_leaves_nothing_behind(same_user_sandbox, code):
-    judged(same_user_sandbox, code)
-    assert judged(same_user_sandbox, SOLUTION).passed
+def test_same_user_mode_leaves_nothing_behind(code, isolation):
+    sandbox = same_user_sandbox(isolation)
+    judged(sandbox, code)
+    assert judged(sandbox, SOLUTION).passed

@@ -8,15 +8,22 @@ away from root's files and processes, and lets every process the program left be
 its user id. A program passes only if the wrapper reports, through a private pipe, a per-run random token that
 it sends after the last test ran; an early `sys.exit(0)` or `os._exit(0)` therefore fails.
 
+Each program also gets a network namespace of its own, so it reaches no network, not even the evaluator's
+loopback: through `bwrap` (bubblewrap) where it works, which adds read-only system directories and a private
+/tmp, else through util-linux `unshare`. Without the uid drop, the wrapper also gives the program a pid
+namespace of its own, so it cannot signal the evaluator (which runs as the same user); its last process ends
+with it. Where neither works the sandbox warns once that programs can use the network.
+
 What this does not do (see docs/sandbox.md): without filesystem namespaces a program can read every file its
-user can read and use the network; the verdict token lives in the program's own interpreter, so code that
-deliberately inspects the interpreter's frames can find it. `bwrap` (bubblewrap), when installed, adds
-read-only system directories, a private /tmp and no network.
+user can read; the verdict token lives in the program's own interpreter, so code that deliberately inspects
+the interpreter's frames can find it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import math
 import os
 import secrets
@@ -27,14 +34,19 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-Isolation = Literal["auto", "none", "bwrap"]
+Isolation = Literal["auto", "none", "bwrap", "unshare"]
 SANDBOX_UID_BASE = 61000  # one unprivileged uid per worker slot when the evaluator is root
+BWRAP_ARGS = ("--ro-bind", "/", "/", "--tmpfs", "/tmp", "--dev", "/dev", "--proc", "/proc", "--unshare-net",
+              "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent")
+UNSHARE_ARGS = {True: ("--net",),  # with the uid drop: the program cannot signal the evaluator anyway
+                False: ("--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child")}
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,16 @@ def _owner(pid):
         return os.stat("/proc/" + pid).st_uid
     except OSError:
         return -1
+def _init(child):
+    # Pid 1 of a new pid namespace ignores signals sent from inside it, so the program runs as its child.
+    # The kernel kills whatever is left in the namespace when this exits; death by signal N exits 128 + N.
+    os.close(%(nonce_fd)d)
+    os.close(%(verdict_fd)d)
+    status = os.waitpid(child, 0)[1]
+    os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+child = os.fork() if os.getpid() == 1 else 0
+if child:
+    _init(child)
 _sandbox_main(%(limits)r, %(uid)d)
 """
 
@@ -199,15 +221,11 @@ def _processes() -> list[tuple[int, int, int, int]]:
 
 def _kill_and_reap(pids: set[int]) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     for pid in pids:
-        try:
+        with contextlib.suppress(ChildProcessError):  # not our child: its own parent (or init) reaps it
             os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass  # not our child: its own parent (or init) reaps it
 
 
 def leftover_processes(session_id: int, uid: int | None, running_children: set[int]) -> set[int]:
@@ -232,7 +250,6 @@ class Sandbox:
     def __init__(self, limits: Limits = Limits(), workers: int | None = None, isolation: Isolation = "auto"):
         self.limits = limits
         self.workers = max(1, workers or os.cpu_count() or 1)
-        self.bwrap = resolve_isolation(isolation)
         self._slots = list(range(self.workers))
         self._slot_lock = threading.Lock()
         self._running: set[int] = set()  # pids of programs being waited for (guarded by _spawn_lock)
@@ -243,6 +260,10 @@ class Sandbox:
             accessible = readable_interpreter()
             if accessible is not None:
                 self.interpreter, self.drop_privileges = accessible, True
+        self.isolation, self._namespace_command = resolve_isolation(isolation, self.drop_privileges)
+        # bwrap and `unshare --pid --fork` put an init between the evaluator and the program (see `_init`)
+        self.use_pid_namespace = self.isolation == "bwrap" or (
+            self.isolation == "unshare" and not self.drop_privileges)
         _become_subreaper()
 
     def run(self, program: Program) -> Result:
@@ -271,11 +292,9 @@ class Sandbox:
         wrapper = WRAPPER % {"nonce_fd": nonce_fd, "verdict_fd": verdict_fd, "uid": uid, "limits": (
             limits.cpu_limit_s, limits.memory_bytes, limits.file_size_bytes, limits.n_processes, limits.n_open_files)}
         python = [self.interpreter, "-I", "-c", wrapper]
-        if self.bwrap is None:
-            return python
-        return [self.bwrap, "--ro-bind", "/", "/", "--tmpfs", "/tmp", "--bind", workdir, workdir, "--dev", "/dev",
-                "--proc", "/proc", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
-                "--chdir", workdir, *python]
+        if self.isolation == "bwrap":
+            return [*self._namespace_command, "--bind", workdir, workdir, "--chdir", workdir, *python]
+        return [*self._namespace_command, *python]
 
     def _run_in_slot(self, program: Program, slot: int) -> Result:
         uid = SANDBOX_UID_BASE + slot if self.drop_privileges else -1
@@ -325,10 +344,8 @@ class Sandbox:
             process.wait(timeout=self.limits.timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)  # the program's group: children it forked and did not detach
-        except (ProcessLookupError, PermissionError):
-            pass
         process.wait()
         with self._spawn_lock:
             self._running.discard(process.pid)
@@ -340,23 +357,33 @@ class Sandbox:
             pass
         finally:
             os.close(verdict_read)
-        return verdict, timed_out, process.returncode
+        returncode = process.returncode
+        if self.use_pid_namespace and returncode > 128:  # the namespace's init reports signal N as 128 + N
+            returncode = 128 - returncode
+        return verdict, timed_out, returncode
 
 
-def resolve_isolation(isolation: Isolation) -> str | None:
-    """Path of a working bwrap when asked for (or available under "auto"), else None."""
+@functools.cache
+def resolve_isolation(isolation: Isolation, drops_uid: bool) -> tuple[str, tuple[str, ...]]:
+    """(mode, command prefix) of the strongest namespace isolation asked for that works here; probed once."""
     if isolation == "none":
-        return None
-    path = shutil.which("bwrap")
-    works = path is not None and subprocess.run(
-        [path, "--ro-bind", "/", "/", "--unshare-net", "--die-with-parent", "true"],
-        capture_output=True, timeout=10).returncode == 0
-    if isolation == "bwrap" and not works:
+        return "none", ()
+    for mode in ("bwrap", "unshare") if isolation == "auto" else (isolation,):
+        path = shutil.which(mode)
+        prefix = (path, *(BWRAP_ARGS if mode == "bwrap" else UNSHARE_ARGS[drops_uid])) if path else ()
+        probe = subprocess.run([*prefix, "true"], check=False, capture_output=True, timeout=10) if prefix else None
+        if probe is not None and probe.returncode == 0:
+            return mode, prefix
+    if isolation != "auto":
         from tunelens.config import UsageError
 
-        raise UsageError("isolation 'bwrap' needs a working bubblewrap (apt-get install bubblewrap; user namespaces "
-                         "must be allowed)")
-    return path if works else None
+        package = "apt-get install bubblewrap" if isolation == "bwrap" else "util-linux"
+        raise UsageError(f"isolation '{isolation}' needs `{isolation}` able to create namespaces here "
+                         f"({package}; without root, user namespaces must be allowed)")
+    warnings.warn("tunelens.sandbox: neither bwrap nor unshare can create a network namespace here, so "
+                  "programs under test can use the network (see docs/sandbox.md)", RuntimeWarning,
+                  stacklevel=3)
+    return "none", ()
 
 
 def world_readable(path: str) -> bool:
