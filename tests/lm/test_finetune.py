@@ -40,6 +40,7 @@ def test_full_finetuning_end_to_end_loads_with_plain_transformers(micro_lm, tmp_
     assert model.config.vocab_size > 0
     assert not (tmp_path / "full" / "checkpoint").exists()  # removed once the model is saved
     assert (tmp_path / "full" / "config.yaml").is_file() and (tmp_path / "full" / "metrics.jsonl").is_file()
+    assert (tmp_path / "full" / "figures" / "loss.png").is_file()
 
 
 def test_lora_finetuning_saves_an_adapter_that_plain_peft_loads(micro_lm, tmp_path):
@@ -106,3 +107,17 @@ def test_user_data_with_a_held_out_share(micro_lm, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "own" / "summary.json").read_text())
     assert summary["n_train_examples"] == 8 and summary["n_eval_examples"] == 2
+
+
+def test_the_finetuned_checkpoint_of_a_config_is_trained_once(micro_lm, monkeypatch):
+    from tunelens.lm import finetune as finetune_module
+    from tunelens.lm.finetune import FinetuneConfig, finetuned_model
+
+    config = FinetuneConfig(model=str(micro_lm[0]), n_train_examples=16, n_eval_examples=4, n_samples=0,
+                            adapter="lora", device="cpu", train={"steps": 2, "batch_size": 4})
+    calls = []
+    real = finetune_module.finetune
+    monkeypatch.setattr(finetune_module, "finetune", lambda *a: calls.append(1) or real(*a))
+    first = finetuned_model(config)
+    assert finetuned_model(config) == first and len(calls) == 1
+    assert first.name == "adapter" and (first / "adapter_config.json").is_file()

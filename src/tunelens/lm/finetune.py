@@ -106,9 +106,16 @@ def resolve_model_dir(name: str) -> str:
 
 
 def run(config: FinetuneConfig, run: Run) -> dict[str, Any]:
+    device = distributed.setup(resolve_device(config.device))
+    try:
+        return finetune(config, run, device)
+    finally:
+        distributed.teardown()
+
+
+def finetune(config: FinetuneConfig, run: Run, device: torch.device) -> dict[str, Any]:
     from tunelens.lm.loading import load_model, load_tokenizer
 
-    device = distributed.setup(resolve_device(config.device))
     source = resolve_model_dir(config.model)
     tokenizer = load_tokenizer(source, padding_side="right")
     model = load_model(source, dtype=DTYPES[config.dtype], device=device)
@@ -133,7 +140,14 @@ def run(config: FinetuneConfig, run: Run) -> dict[str, Any]:
     after = mean_loss(model, eval_rows, pad_id, config.train.eval_batch_size, device=device)
     run.log(f"held-out completion loss after: {after:.4f} ({after / before:.3f} of before)")
     samples = answer_samples(model, tokenizer, eval_examples[: config.n_samples], config)
-    saved = save_result(model, tokenizer, run.dir, config, source) if distributed.is_writer() else None
+    saved = None
+    if distributed.is_writer():
+        from tunelens.lm.figures import plot_training_curve
+
+        saved = save_result(model, tokenizer, run.dir, config, source)
+        run.log_metrics(config.train.steps - 1, {"eval/held_out_loss": after})
+        plot_training_curve(run.dir / "metrics.jsonl", run.figure_path("loss"), before,
+                            title=f"lm-finetune ({config.adapter}): held-out {before:.3f} -> {after:.3f}")
     distributed.barrier()
     if distributed.is_writer():
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: the saved model replaces it
