@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -62,6 +64,44 @@ def test_plain_call_is_target_and_cache_holds_layer_inputs():
     assert torch.equal(cache["embed"], ids)
     assert torch.allclose(cache["fc1"], target.embed(ids))
     assert torch.allclose(cache["fc2"], torch.relu(target.fc1(target.embed(ids))))
+
+
+def is_plain(module: nn.Module) -> bool:
+    """No hooks, and the class's own forward (nothing set on the instance)."""
+    return (not module._forward_hooks and not module._forward_pre_hooks and "forward" not in vars(module)
+            and module.forward.__func__ is type(module).forward)
+
+
+def test_target_is_plain_between_passes_and_can_be_decomposed_again():
+    model, target = make_model()
+    untouched = copy.deepcopy(target)
+    ids = torch.randint(0, 11, (3, 8))
+    zeros = {n: LayerMask(mask=torch.zeros(3, 8, model.component(n).C)) for n in model.names}
+    masked = model.forward_masked(ids, zeros)
+    assert not torch.allclose(masked, untouched(ids))  # the layers were replaced during the pass...
+    model.forward_target(ids)
+    assert all(is_plain(target.get_submodule(n)) for n in model.names)  # ...and are plain after it
+    assert torch.equal(target(ids), untouched(ids))
+
+    second = ComponentModel(target, call_module, {"fc1": 2}, "mlp", [3])
+    ones = {"fc1": LayerMask(mask=torch.ones(3, 8, 2), delta_mask=torch.ones(3, 8))}
+    assert torch.allclose(second.forward_masked(ids, ones, second.weight_deltas()), untouched(ids), atol=1e-5)
+    assert torch.equal(model.forward_masked(ids, zeros), masked)  # the first model is unaffected by the second
+    assert torch.equal(target(ids), untouched(ids))
+
+
+def test_hooks_are_removed_when_a_pass_fails():
+    model, target = make_model()
+    wrong = {"fc1": LayerMask(mask=torch.ones(3, 8, 99))}  # fc1 has 3 subcomponents
+    with pytest.raises(RuntimeError):
+        model.forward_masked(torch.randint(0, 11, (3, 8)), wrong)
+    assert all(is_plain(target.get_submodule(n)) for n in model.names)
+
+
+def test_masks_for_layers_that_are_not_decomposed_are_an_error():
+    model, _ = make_model("vector_mlp")  # embed is not decomposed here
+    with pytest.raises(KeyError, match="embed"):
+        model.forward_masked(torch.randint(0, 11, (2, 3)), {"embed": LayerMask(mask=torch.ones(2, 3, 7))})
 
 
 def test_only_components_and_ci_fns_train_and_shapes():

@@ -3,11 +3,16 @@
 Without masks a call is the plain target forward. `forward_target` also records each decomposed layer's
 input, which is what the causal-importance functions read. `forward_masked` replaces the named layers by
 their components under the given masks; layers not named run as the target.
+
+Both passes attach forward hooks to the target's layers for the length of the call and remove them after it
+(as the SPD reference code does), so between calls the target is untouched: usable on its own, and by any
+number of component models at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +45,14 @@ class Importances:
 
 def module_key(name: str) -> str:
     return name.replace(".", "-")
+
+
+def layer_input(name: str, args: tuple) -> Tensor:
+    """The one positional input of a decomposed layer's call, as a forward hook sees it."""
+    if len(args) != 1:
+        raise TypeError(f"{name} was called with {len(args)} positional arguments; a decomposed layer must be "
+                        "called with its input tensor alone (nn.Linear / nn.Embedding style)")
+    return args[0]
 
 
 class ComponentModel(nn.Module):
@@ -76,31 +89,32 @@ class ComponentModel(nn.Module):
             d_in = module.weight.shape[1] if isinstance(module, nn.Linear) else module.weight.shape[0]
             self.ci_fns[module_key(name)] = make_ci_fn(ci_fn_type, C, d_in, ci_fn_hidden,
                                                        is_embedding=isinstance(module, nn.Embedding))
-        self._masks: dict[str, LayerMask] | None = None
-        self._deltas: dict[str, Tensor] | None = None
-        self._cache: dict[str, Tensor] | None = None
-        for name in self.names:
-            self._wrap(name, modules[name])
 
-    def _wrap(self, name: str, module: nn.Module) -> None:
-        """Route the module's own forward through the active masks (instance-level override, no copy)."""
-        original = module.forward
-        comps = self.components[module_key(name)]
+    @contextmanager
+    def _hooks(self, hooks: dict[str, Callable[[nn.Module, tuple, Tensor], Tensor | None]]) -> Iterator[None]:
+        """Forward hooks on the named target layers for the duration of the block, removed even on error."""
+        handles = [self.target.get_submodule(name).register_forward_hook(hook) for name, hook in hooks.items()]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
-        def forward(x: Tensor) -> Tensor:
-            if self._cache is not None:
-                self._cache[name] = x
-            layer = self._masks.get(name) if self._masks is not None else None
-            if layer is None:
-                return original(x)
+    def _masked_hook(self, name: str, layer: LayerMask, weight_deltas: dict[str, Tensor] | None
+                     ) -> Callable[[nn.Module, tuple, Tensor], Tensor]:
+        """Replace the layer's output by its components' output under `layer`'s masks."""
+        comps = self.component(name)
+        if layer.delta_mask is not None and weight_deltas is None:
+            raise ValueError(f"{name} has a delta mask but no weight deltas were given")
+
+        def hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+            x = layer_input(name, args)
             inner = layer.inner if layer.inner is not None else comps.inner_acts(x)
-            delta = self._deltas[name] if (layer.delta_mask is not None and self._deltas is not None) else None
+            delta = weight_deltas[name] if layer.delta_mask is not None else None  # type: ignore[index]
             out = comps.masked_forward(x, inner, layer.mask, layer.delta_mask, delta)
-            if layer.routing is not None:
-                out = torch.where(layer.routing.unsqueeze(-1), out, original(x))
-            return out
+            return out if layer.routing is None else torch.where(layer.routing.unsqueeze(-1), out, output)
 
-        module.forward = forward
+        return hook
 
     def component(self, name: str) -> LinearComponents | EmbeddingComponents:
         return self.components[module_key(name)]
@@ -108,21 +122,25 @@ class ComponentModel(nn.Module):
     # ------------------------------------------------------------------------------------------- passes
     def forward_target(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Target output and each decomposed layer's input (no gradients: the target is fixed)."""
-        self._cache = {}
-        try:
-            with torch.no_grad():
-                out = self.forward_fn(self.target, x)
-            return out, self._cache
-        finally:
-            self._cache = None
+        layer_inputs: dict[str, Tensor] = {}
+
+        def record(name: str) -> Callable[[nn.Module, tuple, Tensor], None]:
+            def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
+                layer_inputs[name] = layer_input(name, args)
+
+            return hook
+
+        with self._hooks({name: record(name) for name in self.names}), torch.no_grad():
+            out = self.forward_fn(self.target, x)
+        return out, layer_inputs
 
     def forward_masked(self, x: Tensor, masks: dict[str, LayerMask],
                        weight_deltas: dict[str, Tensor] | None = None) -> Tensor:
-        self._masks, self._deltas = masks, weight_deltas
-        try:
+        unknown = set(masks) - set(self.names)
+        if unknown:
+            raise KeyError(f"masks for layers that are not decomposed: {sorted(unknown)}")
+        with self._hooks({name: self._masked_hook(name, layer, weight_deltas) for name, layer in masks.items()}):
             return self.forward_fn(self.target, x)
-        finally:
-            self._masks, self._deltas = None, None
 
     def importances(self, layer_inputs: dict[str, Tensor]) -> Importances:
         inner, lower, upper = {}, {}, {}
