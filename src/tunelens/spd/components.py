@@ -10,25 +10,12 @@ own scalar mask δ. With m = 1 and δ = 1 this is exactly the target layer, what
 from __future__ import annotations
 
 import math
-from typing import Protocol
 
 import einops
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-
-
-class Components(Protocol):
-    C: int
-    V: nn.Parameter
-    U: nn.Parameter
-
-    def inner_acts(self, x: Tensor) -> Float[Tensor, "... C"]: ...
-    def weight(self) -> Tensor: ...
-    def target_weight(self) -> Tensor: ...
-    def masked_forward(self, x: Tensor, inner: Tensor, mask: Tensor, delta_mask: Tensor | None,
-                       weight_delta: Tensor | None) -> Tensor: ...
 
 
 class LinearComponents(nn.Module):
