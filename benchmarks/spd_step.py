@@ -16,13 +16,15 @@ import torch
 
 from tunelens.registry import get_experiment
 from tunelens.runs import seed_everything
-from tunelens.spd.train import OUTPUT_LOSSES, build_component_model, build_target, make_optimizer, optimizer_step
+from tunelens.spd.losses import OUTPUT_LOSSES
+from tunelens.spd.targets import build_target
+from tunelens.spd.train import build_component_model, make_optimizer, optimizer_step
 
 
 def time_steps(name: str, repeats: int, steps: int, overrides: list[str]) -> list[float]:
     config = get_experiment(name).load_config(assignments=overrides)
     seed_everything(config.seed)
-    target = build_target(config, torch.device("cpu"), lambda message: None)
+    target = build_target(config.target, torch.device("cpu"), lambda message: None)
     model = build_component_model(config, target)
     optimizer = make_optimizer(model, config)
     output_loss = OUTPUT_LOSSES[target.output_loss]

@@ -9,14 +9,15 @@ from tunelens.config import UsageError
 def test_spd_on_a_micro_lm_with_all_masks_one_reproduces_the_logits(micro_lm):
     from tunelens.spd.component_model import LayerMask
     from tunelens.spd.configs import SpdConfig
-    from tunelens.spd.train import build_component_model, build_target
+    from tunelens.spd.targets import build_target
+    from tunelens.spd.train import build_component_model
 
     folder, _ = micro_lm
     config = SpdConfig.model_validate({"target": {"kind": "lm", "model": str(folder), "seq_len": 16,
                                                   "n_train_stories": 40, "n_eval_stories": 5,
                                                   "modules": ["model.embed_tokens", "model.layers.0.mlp.up_proj"]},
                                        "C": 7})
-    target = build_target(config, torch.device("cpu"), lambda m: None)
+    target = build_target(config.target, torch.device("cpu"), lambda m: None)
     model = build_component_model(config, target)
     ids = target.sample_batch(3)
     expected, _ = model.forward_target(ids)
@@ -47,9 +48,9 @@ def test_spd_lm_run_end_to_end(micro_lm, tmp_path):
 
 def test_unknown_lm_module_is_a_usage_error(micro_lm):
     from tunelens.spd.configs import SpdConfig
-    from tunelens.spd.train import build_target
+    from tunelens.spd.targets import build_target
 
     config = SpdConfig.model_validate({"target": {"kind": "lm", "model": str(micro_lm[0]), "n_train_stories": 20,
                                                   "n_eval_stories": 5, "modules": ["model.layers.9.mlp"]}})
     with pytest.raises(UsageError, match="no module 'model.layers.9.mlp'"):
-        build_target(config, torch.device("cpu"), lambda m: None)
+        build_target(config.target, torch.device("cpu"), lambda m: None)

@@ -3,19 +3,12 @@ import torch
 from tunelens.runs import seed_everything
 from tunelens.spd import metrics
 from tunelens.spd.configs import SpdConfig
-from tunelens.spd.targets import tms
+from tunelens.spd.evaluate import evaluate, ground_truth_match
+from tunelens.spd.losses import OUTPUT_LOSSES, loss_terms, prepare, subset_routing, total_loss
+from tunelens.spd.reload import load_decomposition
+from tunelens.spd.targets import build_target, tms
 from tunelens.spd.targets.tms import TmsTargetConfig
-from tunelens.spd.train import (
-    OUTPUT_LOSSES,
-    build_component_model,
-    build_target,
-    evaluate,
-    loss_terms,
-    optimize,
-    prepare,
-    subset_routing,
-    total_loss,
-)
+from tunelens.spd.train import build_component_model, optimize
 
 MICRO_TARGET = TmsTargetConfig(train_steps=300, train_batch_size=256)
 
@@ -31,13 +24,13 @@ def micro_config(**changes) -> SpdConfig:
 def fixed_batch_total(model, target, config, x):
     with torch.no_grad():
         torch.manual_seed(123)  # same mask noise before and after training
-        return float(total_loss(loss_terms(model, prepare(model, x), config, OUTPUT_LOSSES["mse"], 0.0), config))
+        return float(total_loss(loss_terms(model, prepare(model, x), config, OUTPUT_LOSSES["mse"], 0.0), config.loss))
 
 
 def test_short_tms_run_lowers_total_loss():
     config = micro_config()
     seed_everything(0)
-    target = build_target(config, torch.device("cpu"), lambda m: None)
+    target = build_target(config.target, torch.device("cpu"), lambda m: None)
     model = build_component_model(config, target)
     x = target.sample_batch(1024)
     before = fixed_batch_total(model, target, config, x)
@@ -56,7 +49,7 @@ def test_same_seed_same_numbers():
     def once():
         config = micro_config(optim={"steps": 20, "batch_size": 128})
         seed_everything(7)
-        target = build_target(config, torch.device("cpu"), lambda m: None)
+        target = build_target(config.target, torch.device("cpu"), lambda m: None)
         model = build_component_model(config, target)
         return optimize(model, target, config)["loss_total"]
 
@@ -69,8 +62,8 @@ def test_target_is_cached_by_config(monkeypatch):
     calls = []
     real = tms.train_represented
     monkeypatch.setattr(tms, "train_represented", lambda *args: calls.append(1) or real(*args))
-    first = build_target(micro_config(), torch.device("cpu"), lambda message: None)
-    second = build_target(micro_config(), torch.device("cpu"), lambda message: None)
+    first = build_target(micro_config().target, torch.device("cpu"), lambda message: None)
+    second = build_target(micro_config().target, torch.device("cpu"), lambda message: None)
     assert len(calls) == 1  # trained once, then read back from the cache
     assert torch.equal(first.model.linear1.weight, second.model.linear1.weight)
 
@@ -100,7 +93,7 @@ def test_subset_routing_routes_between_one_and_all_layers():
 
 def test_identity_variant_has_dense_hidden_pattern():
     config = micro_config(target=MICRO_TARGET.model_copy(update={"n_hidden_layers": 1}))
-    target = build_target(config, torch.device("cpu"), lambda m: None)
+    target = build_target(config.target, torch.device("cpu"), lambda m: None)
     model = build_component_model(config, target)
     assert model.names == ["linear1", "hidden_layers.0", "linear2"]
     assert torch.equal(target.model.hidden_layers[0].weight, torch.eye(2))
@@ -111,7 +104,6 @@ def test_identity_variant_has_dense_hidden_pattern():
 def test_finished_run_reloads_with_identical_results(tmp_path):
     from tunelens.registry import get_experiment
     from tunelens.runs import run_experiment
-    from tunelens.spd.train import load_decomposition
 
     experiment = get_experiment("tms_5-2")
     config = experiment.load_config(assignments=["optim.steps=20", "optim.batch_size=64", "eval.batch_size=64",
@@ -122,9 +114,8 @@ def test_finished_run_reloads_with_identical_results(tmp_path):
     x = target.sample_batch(16)
     _, inputs = model.forward_target(x)
     assert torch.isfinite(model.importances(inputs).lower["linear1"]).all()
-    from tunelens.spd.train import ground_truth_match
-
     import json
+
     summary = json.loads((tmp_path / "summary.json").read_text())
     mmcs, ml2r = ground_truth_match(model, target)["linear1"]
     assert abs(mmcs - summary["layers"]["linear1"]["mmcs"]) < 1e-6
@@ -137,7 +128,6 @@ def test_run_from_before_tying_reloads_untied(tmp_path):
 
     from tunelens.registry import get_experiment
     from tunelens.runs import run_experiment
-    from tunelens.spd.train import load_decomposition
 
     experiment = get_experiment("tms_5-2")
     config = experiment.load_config(assignments=["optim.steps=5", "optim.batch_size=32", "eval.batch_size=32",

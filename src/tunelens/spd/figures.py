@@ -16,7 +16,8 @@ from tunelens.spd import metrics  # noqa: E402
 from tunelens.spd.component_model import ComponentModel  # noqa: E402
 from tunelens.spd.components import EmbeddingComponents  # noqa: E402
 from tunelens.spd.configs import SpdConfig  # noqa: E402
-from tunelens.spd.targets import Target  # noqa: E402
+from tunelens.spd.targets import Target, ToyTarget  # noqa: E402
+from tunelens.spd.targets.lm import LmTarget  # noqa: E402
 
 MAX_SHOWN = 120  # columns beyond this make unreadable heatmaps
 
@@ -25,16 +26,18 @@ def plot_all(model: ComponentModel, target: Target, config: SpdConfig, run: Run,
              one_hot: dict[str, Tensor] | None) -> None:
     orders = column_orders(model, target, one_hot)
     if one_hot is not None:
-        save(plot_one_hot_importances(one_hot, orders, config.eval.ci_alive_threshold), run.figure_path("importance_one_hot"))
+        save(plot_one_hot_importances(one_hot, orders, config.eval.ci_alive_threshold),
+             run.figure_path("importance_one_hot"))
     with torch.no_grad():
         inputs_x = target.sample_batch(config.eval.batch_size)
         _, layer_inputs = model.forward_target(inputs_x)
         importances = model.importances(layer_inputs)
     save(plot_histograms(importances.lower), run.figure_path("importance_histograms"))
     save(plot_uv(model, orders), run.figure_path("components_uv"))
-    if target.ground_truth_axes.get("linear1") == "in" and model.component("linear1").target_weight().shape[0] == 2:
+    if (isinstance(target, ToyTarget) and target.ground_truth_axes.get("linear1") == "in"
+            and model.component("linear1").target_weight().shape[0] == 2):
         save(plot_tms_polygon(model, one_hot), run.figure_path("tms_polygon"))
-    if target.tokenizer is not None:
+    if isinstance(target, LmTarget):
         for name in model.names:
             if isinstance(model.component(name), EmbeddingComponents):
                 seen = torch.unique(target.sample_batch(256))  # tokens that never occur have untrained rows
@@ -96,7 +99,8 @@ def save(fig: plt.Figure, path) -> None:
 def column_orders(model: ComponentModel, target: Target, one_hot: dict[str, Tensor] | None) -> dict[str, np.ndarray]:
     """Subcomponent order per layer: identity-permuted where an identity pattern is expected, otherwise by mass."""
     orders = {}
-    kinds = {name: p.kind for p in target.ci_patterns for name in p.layers}
+    patterns = target.ci_patterns if isinstance(target, ToyTarget) else []
+    kinds = {name: p.kind for p in patterns for name in p.layers}
     for name in model.names:
         if one_hot is None:
             comps = model.component(name)

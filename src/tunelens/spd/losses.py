@@ -1,4 +1,4 @@
-"""SPD's loss terms as pure functions of tensors.
+"""SPD's loss terms: pure functions of tensors, and the reconstruction losses composed from them.
 
 Notation: l indexes decomposed layers, c subcomponents, g the importance (lower-leaky for masks, upper-leaky
 for the penalty), r ~ U(0, 1).
@@ -7,18 +7,31 @@ for the penalty), r ~ U(0, 1).
 - output losses     MSE: mean squared error over all output entries;
                     KL: Σ_vocab p_target (log p_target − log p_pred), averaged over positions
 - minimality        Σ_l Σ_c mean_batch (g_upper + ε)^p, with p annealed linearly between two values
-The reconstruction losses (stochastic, layerwise, subset, importance-masked, adversarial) are compositions of
-these with masked forward passes and live in `train.py`.
+The reconstruction losses are output losses of masked forward passes of a `ComponentModel`:
+- stochastic        every layer under stochastic masks
+- layerwise         one layer at a time under stochastic masks, the others running as the target
+- subset            per example, a random subset of k ~ U{1..L} layers under stochastic masks
+- importance-masked every layer with m = g
+- adversarial (pgd) every layer with m = g + (1 − g)·s, the sources s ∈ [0, 1] chosen by signed-gradient
+                    ascent to make the reconstruction as bad as possible
+`loss_terms` evaluates the terms a config switches on, from one `StepInputs` (the batch, the target's output,
+the importances and the weight deltas) shared by all of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
+
+from tunelens.spd.component_model import ComponentModel, Importances, LayerMask
+from tunelens.spd.configs import LossCoeffs, Pgd, SpdConfig
+
+OutputLoss = Callable[[Tensor, Tensor], Tensor]
 
 
 def faithfulness_loss(weight_deltas: Mapping[str, Float[Tensor, "d_out d_in"]]) -> Float[Tensor, ""]:
@@ -47,6 +60,9 @@ def kl_output_loss(pred_logits: Float[Tensor, "... vocab"], target_logits: Float
     return (target_logp.exp() * (target_logp - pred_logp)).sum(-1).mean()
 
 
+OUTPUT_LOSSES: dict[str, OutputLoss] = {"mse": mse_output_loss, "kl": kl_output_loss}
+
+
 def importance_minimality_loss(importances_upper: Mapping[str, Float[Tensor, "... C"]], p: float,
                                eps: float = 1e-12) -> Float[Tensor, ""]:
     """Summed over layers and subcomponents, averaged over examples (and positions); not normalised by the
@@ -64,3 +80,155 @@ def annealed_p(progress: float, p_start: float, p_end: float | None, start_frac:
     if progress >= end_frac:
         return p_end
     return p_start + (p_end - p_start) * (progress - start_frac) / (end_frac - start_frac)
+
+
+# ------------------------------------------------------------------------------------------------- masks
+
+
+def draw_masks(importances: dict[str, Tensor], use_delta: bool, names: list[str] | None = None,
+               inner: dict[str, Tensor] | None = None) -> dict[str, LayerMask]:
+    """Fresh stochastic masks for the named layers (all by default)."""
+    names = list(importances) if names is None else names
+    return {
+        name: LayerMask(
+            mask=stochastic_mask(importances[name]),
+            delta_mask=torch.rand(importances[name].shape[:-1], device=importances[name].device) if use_delta else None,
+            inner=inner[name] if inner is not None else None,
+        )
+        for name in names
+    }
+
+
+def subset_routing(batch_shape: torch.Size, n_layers: int, device: torch.device) -> Bool[Tensor, "n_layers ..."]:
+    """Per example, k ~ U{1..L} layers chosen uniformly at random: bool (n_layers, *batch_shape)."""
+    k = torch.randint(1, n_layers + 1, batch_shape, device=device)
+    ranks = torch.rand((n_layers, *batch_shape), device=device).argsort(dim=0).argsort(dim=0)
+    return ranks < k
+
+
+# ------------------------------------------------------------------------------- reconstruction losses
+
+
+@dataclass
+class StepInputs:
+    """What one batch gives every loss term: the batch, the target's output, the importances, the deltas."""
+
+    x: Tensor
+    target_out: Tensor
+    importances: Importances
+    weight_deltas: dict[str, Tensor]
+
+
+def prepare(model: ComponentModel, x: Tensor) -> StepInputs:
+    target_out, layer_inputs = model.forward_target(x)
+    return StepInputs(x, target_out, model.importances(layer_inputs), model.weight_deltas())
+
+
+def masked_recon(model: ComponentModel, inputs: StepInputs, output_loss: OutputLoss,
+                 masks: dict[str, LayerMask]) -> Tensor:
+    return output_loss(model.forward_masked(inputs.x, masks, inputs.weight_deltas), inputs.target_out)
+
+
+def stochastic_recon_loss(model: ComponentModel, inputs: StepInputs, output_loss: OutputLoss, use_delta: bool,
+                          n_samples: int) -> Tensor:
+    lower = inputs.importances.lower
+    return sum(masked_recon(model, inputs, output_loss, draw_masks(lower, use_delta))
+               for _ in range(n_samples)) / n_samples  # type: ignore[return-value]
+
+
+def stochastic_recon_layerwise_loss(model: ComponentModel, inputs: StepInputs, output_loss: OutputLoss,
+                                    use_delta: bool, n_samples: int) -> Tensor:
+    """Only layer l is replaced, so it sees the cached target input and its inner acts can be reused."""
+    lower, inner = inputs.importances.lower, inputs.importances.inner
+    per_layer = [masked_recon(model, inputs, output_loss, draw_masks(lower, use_delta, [name], inner))
+                 for _ in range(n_samples) for name in model.names]
+    return sum(per_layer) / len(per_layer)  # type: ignore[return-value]
+
+
+def stochastic_recon_subset_loss(model: ComponentModel, inputs: StepInputs, output_loss: OutputLoss,
+                                 use_delta: bool, n_samples: int) -> Tensor:
+    lower = inputs.importances.lower
+    total = 0.0
+    for _ in range(n_samples):
+        masks = draw_masks(lower, use_delta)
+        routing = subset_routing(next(iter(lower.values())).shape[:-1], len(model.names), inputs.x.device)
+        for route, name in zip(routing, model.names):
+            masks[name].routing = route
+        total = total + masked_recon(model, inputs, output_loss, masks)
+    return total / n_samples  # type: ignore[return-value]
+
+
+def ci_masked_recon_loss(model: ComponentModel, inputs: StepInputs, output_loss: OutputLoss) -> Tensor:
+    masks = {name: LayerMask(mask=g) for name, g in inputs.importances.lower.items()}
+    return masked_recon(model, inputs, output_loss, masks)
+
+
+def pgd_recon_loss(model: ComponentModel, inputs: StepInputs, output_loss: OutputLoss, pgd: Pgd,
+                   use_delta: bool) -> Tensor:
+    """Reconstruction under masks m = g + (1 − g)·s whose sources s ∈ [0, 1] are pushed by signed-gradient
+    ascent to make the reconstruction as bad as possible; the final loss keeps its gradient to the model."""
+    lower = inputs.importances.lower
+
+    def source_shape(g: Tensor) -> tuple[int, ...]:
+        return tuple(g.shape) if pgd.mask_scope == "per_example" else (g.shape[-1],)
+
+    def init(shape: tuple[int, ...], device: torch.device) -> Tensor:
+        if pgd.init == "random":
+            return torch.rand(shape, device=device)
+        return torch.full(shape, 1.0 if pgd.init == "ones" else 0.0, device=device)
+
+    sources = {n: init(source_shape(g), g.device) for n, g in lower.items()}
+    delta_sources = ({n: init(tuple(g.shape[:-1]) if pgd.mask_scope == "per_example" else (), g.device)
+                      for n, g in lower.items()} if use_delta else {})
+
+    def masks_from(src: dict[str, Tensor], dsrc: dict[str, Tensor], detach: bool) -> dict[str, LayerMask]:
+        out = {}
+        for name, g in lower.items():
+            g = g.detach() if detach else g
+            delta = dsrc[name].expand(g.shape[:-1]) if use_delta else None
+            out[name] = LayerMask(mask=g + (1 - g) * src[name], delta_mask=delta)
+        return out
+
+    for _ in range(pgd.n_steps):
+        leaves = [s.requires_grad_(True) for s in [*sources.values(), *delta_sources.values()]]
+        with torch.enable_grad():  # the ascent needs gradients even when evaluating under no_grad
+            loss = masked_recon(model, inputs, output_loss, masks_from(sources, delta_sources, True))
+            grads = torch.autograd.grad(loss, leaves)
+        stepped = [(s + pgd.step_size * gr.sign()).clamp(0, 1).detach() for s, gr in zip(leaves, grads)]
+        sources = dict(zip(sources, stepped[: len(sources)]))
+        delta_sources = dict(zip(delta_sources, stepped[len(sources):]))
+    return masked_recon(model, inputs, output_loss, masks_from(sources, delta_sources, False))
+
+
+# ------------------------------------------------------------------------------------------ combination
+
+
+def loss_terms(model: ComponentModel, inputs: StepInputs, config: SpdConfig, output_loss: OutputLoss,
+               progress: float) -> dict[str, Tensor]:
+    """Every loss term with a non-zero coefficient (unweighted), in a fixed order: each draws its own masks."""
+    coeffs, use_delta, n_samples = config.loss, config.use_delta_component, config.n_mask_samples
+    terms: dict[str, Tensor] = {}
+    if coeffs.faithfulness > 0:
+        terms["faithfulness"] = faithfulness_loss(inputs.weight_deltas)
+    if coeffs.importance_minimality > 0:
+        imp = config.importance_minimality
+        p = annealed_p(progress, imp.p, imp.p_final, imp.p_anneal_start_frac, imp.p_anneal_end_frac)
+        terms["importance_minimality"] = importance_minimality_loss(inputs.importances.upper, p, imp.eps)
+    if coeffs.stochastic_recon > 0:
+        terms["stochastic_recon"] = stochastic_recon_loss(model, inputs, output_loss, use_delta, n_samples)
+    if coeffs.stochastic_recon_layerwise > 0:
+        terms["stochastic_recon_layerwise"] = stochastic_recon_layerwise_loss(model, inputs, output_loss, use_delta,
+                                                                              n_samples)
+    if coeffs.stochastic_recon_subset > 0:
+        terms["stochastic_recon_subset"] = stochastic_recon_subset_loss(model, inputs, output_loss, use_delta,
+                                                                        n_samples)
+    if coeffs.ci_masked_recon > 0:
+        terms["ci_masked_recon"] = ci_masked_recon_loss(model, inputs, output_loss)
+    if coeffs.pgd_recon > 0:
+        terms["pgd_recon"] = pgd_recon_loss(model, inputs, output_loss, config.pgd, use_delta)
+    return terms
+
+
+def total_loss(terms: dict[str, Tensor], coeffs: LossCoeffs) -> Tensor:
+    weights = coeffs.model_dump()
+    return sum(weights[name] * value for name, value in terms.items())  # type: ignore[return-value]

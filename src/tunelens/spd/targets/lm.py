@@ -8,14 +8,15 @@ are random windows of the tokenised training stories; evaluation uses fixed wind
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 from torch import Tensor, nn
 
 from tunelens.config import UsageError
-from tunelens.spd.targets import Target, freeze
+from tunelens.spd.targets import Log, Target, freeze, register_target
 
 TINY = "tiny-stories"
 
@@ -36,6 +37,20 @@ class LmTargetConfig(BaseModel):
         return list(self.modules)
 
 
+@dataclass(kw_only=True)
+class LmTarget(Target):
+    """A language model: token ids in, logits out, evaluated on fixed windows of held-out text."""
+
+    tokenizer: Any  # decodes token ids in figures
+    held_out: Callable[[int], Tensor]
+
+    def eval_batch(self, batch_size: int) -> Tensor:
+        return self.held_out(batch_size)
+
+    def weights_to_save(self) -> None:
+        return None  # reloaded from its source: no copy of a checkpoint per run
+
+
 def logits_of(model: nn.Module, input_ids: Tensor) -> Tensor:
     return model(input_ids=input_ids).logits
 
@@ -48,8 +63,12 @@ def resolve_model_dir(name: str) -> str:
     return name
 
 
-def build_lm_target(config: LmTargetConfig, device: torch.device, log: Callable[[str], None],
-                    weights: dict[str, Tensor] | None = None) -> Target:
+@register_target("lm")
+def build_lm_target(config: LmTargetConfig, device: torch.device, log: Log,
+                    weights: dict[str, Tensor] | None = None) -> LmTarget:
+    """The model named in the config, loaded from its source (runs save no copy of it, so none is reloaded)."""
+    if weights is not None:
+        raise ValueError("language-model targets are loaded from target.model, not from saved weights")
     from tunelens.lm.batching import token_windows
     from tunelens.lm.corpus import story_splits
     from tunelens.lm.loading import load_model, load_tokenizer
@@ -57,10 +76,7 @@ def build_lm_target(config: LmTargetConfig, device: torch.device, log: Callable[
     source = resolve_model_dir(config.model)
     log(f"target: language model {config.model} ({source})")
     tokenizer = load_tokenizer(source, padding_side="right")
-    model = load_model(source, dtype=torch.float32, device=device)
-    if weights is not None:
-        model.load_state_dict(weights, strict=False)
-    model = freeze(model)
+    model = freeze(load_model(source, dtype=torch.float32, device=device))
     modules = dict(model.named_modules())
     for name in config.modules:
         if name not in modules:
@@ -82,5 +98,5 @@ def build_lm_target(config: LmTargetConfig, device: torch.device, log: Callable[
 
     info = {"model": config.model, "n_params": sum(p.numel() for p in model.parameters()),
             "n_train_windows": len(train_windows), "n_eval_windows": len(eval_windows)}
-    return Target(model=model, forward_fn=logits_of, module_names=list(config.modules), sample_batch=sample,
-                  output_loss="kl", info=info, eval_batch=held_out, tokenizer=tokenizer, save_weights=False)
+    return LmTarget(model=model, forward_fn=logits_of, module_names=list(config.modules), sample_batch=sample,
+                    output_loss="kl", info=info, tokenizer=tokenizer, held_out=held_out)

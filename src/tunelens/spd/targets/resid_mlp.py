@@ -6,7 +6,6 @@ must compute 100 ReLUs with fewer neurons than features.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -15,7 +14,7 @@ from torch import Tensor, nn
 
 from tunelens.config import Schedule
 from tunelens.schedules import schedule_value
-from tunelens.spd.targets import CiPattern, Target, cached_training, call_module, freeze
+from tunelens.spd.targets import CiPattern, Log, ToyTarget, cached_training, call_module, freeze, register_target
 from tunelens.spd.targets.tms import sparse_features
 
 
@@ -65,7 +64,7 @@ def random_unit_embedding(n_features: int, d_embed: int, generator: torch.Genera
     return rows / rows.norm(dim=1, keepdim=True)
 
 
-def train_resid_mlp(config: ResidMlpTargetConfig, log: Callable[[str], None]) -> tuple[dict[str, Tensor], dict]:
+def train_resid_mlp(config: ResidMlpTargetConfig, log: Log) -> tuple[dict[str, Tensor], dict]:
     generator = torch.Generator().manual_seed(config.train_seed)
     torch.manual_seed(config.train_seed)
     model = ResidMlp(config.n_features, config.d_embed, config.d_mlp, config.n_layers,
@@ -85,8 +84,9 @@ def train_resid_mlp(config: ResidMlpTargetConfig, log: Callable[[str], None]) ->
     return dict(model.state_dict()), {"target_loss": loss.item()}
 
 
-def build_resid_mlp_target(config: ResidMlpTargetConfig, device: torch.device, log: Callable[[str], None],
-                           weights: dict[str, Tensor] | None = None) -> Target:
+@register_target("resid_mlp")
+def build_resid_mlp_target(config: ResidMlpTargetConfig, device: torch.device, log: Log,
+                           weights: dict[str, Tensor] | None = None) -> ToyTarget:
     """The trained (cached) target, or the given weights (e.g. a finished run's target.safetensors)."""
     info: dict = {}
     if weights is None:
@@ -103,5 +103,6 @@ def build_resid_mlp_target(config: ResidMlpTargetConfig, device: torch.device, l
     def sample(batch_size: int) -> Tensor:
         return sparse_features(batch_size, config.n_features, config.feature_prob, -1.0, None, device)
 
-    return Target(model=model, forward_fn=call_module, module_names=names, sample_batch=sample, output_loss="mse",
-                  one_hot_inputs=0.75 * torch.eye(config.n_features, device=device), ci_patterns=patterns, info=info)
+    return ToyTarget(model=model, forward_fn=call_module, module_names=names, sample_batch=sample,
+                     output_loss="mse", info=info, one_hot_inputs=0.75 * torch.eye(config.n_features, device=device),
+                     ci_patterns=patterns)

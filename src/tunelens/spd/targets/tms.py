@@ -9,14 +9,13 @@ until every feature has a column of norm ≥ `min_feature_norm`, and the summary
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 
-from tunelens.spd.targets import CiPattern, Target, cached_training, call_module, freeze
+from tunelens.spd.targets import CiPattern, Log, ToyTarget, cached_training, call_module, freeze, register_target
 
 
 class TmsTargetConfig(BaseModel):
@@ -90,7 +89,7 @@ def train_tms_weights(config: TmsTargetConfig, seed: int) -> tuple[Tensor, Tenso
     return W.detach(), b.detach(), loss.item()
 
 
-def train_represented(config: TmsTargetConfig, log: Callable[[str], None]) -> tuple[dict[str, Tensor], dict]:
+def train_represented(config: TmsTargetConfig, log: Log) -> tuple[dict[str, Tensor], dict]:
     for attempt in range(config.max_attempts):
         seed = config.train_seed + attempt
         W, b, loss = train_tms_weights(config, seed)
@@ -108,8 +107,9 @@ def train_represented(config: TmsTargetConfig, log: Callable[[str], None]) -> tu
     return dict(model.state_dict()), info
 
 
-def build_tms_target(config: TmsTargetConfig, device: torch.device, log: Callable[[str], None],
-                     weights: dict[str, Tensor] | None = None) -> Target:
+@register_target("tms")
+def build_tms_target(config: TmsTargetConfig, device: torch.device, log: Log,
+                     weights: dict[str, Tensor] | None = None) -> ToyTarget:
     """The trained (cached) target, or the given weights (e.g. a finished run's target.safetensors)."""
     info: dict = {}
     if weights is None:
@@ -125,7 +125,7 @@ def build_tms_target(config: TmsTargetConfig, device: torch.device, log: Callabl
     def sample(batch_size: int) -> Tensor:
         return sparse_features(batch_size, config.n_features, config.feature_prob, 0.0, None, device)
 
-    return Target(model=model, forward_fn=call_module, module_names=names, sample_batch=sample,
-                  output_loss="mse", one_hot_inputs=0.75 * torch.eye(config.n_features, device=device),
-                  ci_patterns=patterns, ground_truth_axes={"linear1": "in", "linear2": "out"},
-                  tied_modules={"linear2": "linear1"}, info=info)
+    return ToyTarget(model=model, forward_fn=call_module, module_names=names, sample_batch=sample,
+                     output_loss="mse", tied_modules={"linear2": "linear1"}, info=info,
+                     one_hot_inputs=0.75 * torch.eye(config.n_features, device=device), ci_patterns=patterns,
+                     ground_truth_axes={"linear1": "in", "linear2": "out"})
