@@ -29,8 +29,8 @@ def time_steps(name: str, repeats: int, steps: int, overrides: list[str]) -> lis
     optimizer = make_optimizer(model, config)
     output_loss = OUTPUT_LOSSES[target.output_loss]
 
-    def step() -> None:  # exactly the training loop's step, halfway through training
-        optimizer_step(model, target, config, optimizer, output_loss, 0.5, config.optim.lr)
+    def step() -> None:  # exactly the training loop's step, halfway through training, at the peak lr
+        optimizer_step(model, target, config, optimizer, output_loss, 0.5)
 
     for _ in range(3):  # warm-up: allocator, lazy init
         step()

@@ -1,6 +1,10 @@
+from contextlib import nullcontext
+
+import pytest
 import torch
 
 from tunelens.runs import seed_everything
+from tunelens.schedules import schedule_value
 from tunelens.spd import metrics
 from tunelens.spd.configs import SpdConfig
 from tunelens.spd.evaluate import evaluate, ground_truth_match
@@ -54,6 +58,35 @@ def test_same_seed_same_numbers():
         return optimize(model, target, config)["loss_total"]
 
     assert once() == once()
+
+
+class RecordingRun:
+    """The parts of a Run that `optimize` uses, keeping the logged metrics."""
+
+    def __init__(self):
+        self.records: list[tuple[int, dict]] = []
+
+    def log(self, message: str) -> None:
+        pass
+
+    def progress(self, total: int, label: str):
+        return nullcontext()
+
+    def log_metrics(self, step: int, record: dict) -> None:
+        self.records.append((step, record))
+
+
+def test_learning_rate_follows_the_configured_schedule():
+    config = micro_config(optim={"steps": 10, "batch_size": 32, "lr": 2e-3,
+                                 "lr_schedule": {"kind": "cosine", "warmup_frac": 0.2, "final_frac": 0.1}},
+                          eval={"batch_size": 32, "log_every": 1})
+    target = build_target(config.target, torch.device("cpu"), lambda m: None)
+    run = RecordingRun()
+    optimize(build_component_model(config, target), target, config, run)  # type: ignore[arg-type]
+    lrs = [record["lr"] for _, record in run.records if "lr" in record]
+    expected = [schedule_value(config.optim.lr_schedule, 2e-3, step, 10) for step in range(10)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert lrs[:2] == pytest.approx([1e-3, 2e-3]) and lrs[-1] == pytest.approx(2e-4)  # 2 warm-up steps; 10 % at the end
 
 
 def test_target_is_cached_by_config(monkeypatch):

@@ -2,7 +2,7 @@
 importance functions, evaluate, save.
 
 One step reads as: sample a batch → target forward (caching layer inputs) → importances → loss terms →
-weighted total → backward → clip → AdamW step. The target forward, the inner activations
+weighted total → backward → clip → AdamW step → learning-rate step. The target forward, the inner activations
 x V and the weight deltas are computed once per step and shared by every loss term that can use them.
 """
 
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from tunelens.runs import Run, resolve_device
-from tunelens.schedules import schedule_value
+from tunelens.schedules import lr_scheduler
 from tunelens.spd.component_model import ComponentModel
 from tunelens.spd.configs import SpdConfig
 from tunelens.spd.evaluate import evaluate, one_hot_importances
@@ -49,11 +49,9 @@ def make_optimizer(model: ComponentModel, config: SpdConfig) -> torch.optim.Opti
 
 
 def optimizer_step(model: ComponentModel, target: Target, config: SpdConfig, optimizer: torch.optim.Optimizer,
-                   output_loss: OutputLoss, progress: float, lr: float
-                   ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
-    """One SPD step on a fresh batch: (total loss, unweighted terms, gradient norm before clipping or None)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+                   output_loss: OutputLoss, progress: float) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+    """One SPD step on a fresh batch at the optimizer's current learning rate: (total loss, unweighted terms,
+    gradient norm before clipping or None)."""
     inputs = prepare(model, target.sample_batch(config.optim.batch_size))
     terms = loss_terms(model, inputs, config, output_loss, progress)
     loss = total_loss(terms, config.loss)
@@ -76,11 +74,13 @@ def optimize(model: ComponentModel, target: Target, config: SpdConfig, run: Run 
         if run:
             run.log(f"faithfulness warm-up: {optim.faithfulness_warmup_steps} steps, loss {warm:.3e}")
     optimizer = make_optimizer(model, config)
+    scheduler = lr_scheduler(optimizer, optim.lr_schedule, optim.steps)
     with run.progress(optim.steps, "SPD") if run else nullcontext() as bar:
         for step in range(optim.steps):
             progress = step / optim.steps
-            lr = schedule_value(optim.lr_schedule, optim.lr, step, optim.steps)
-            loss, terms, grad_norm = optimizer_step(model, target, config, optimizer, output_loss, progress, lr)
+            lr = scheduler.get_last_lr()[0]
+            loss, terms, grad_norm = optimizer_step(model, target, config, optimizer, output_loss, progress)
+            scheduler.step()
             if run and (step % config.eval.log_every == 0 or step == optim.steps - 1):
                 record = {f"train/{k}": v.item() for k, v in terms.items()}
                 record.update({"train/total": loss.item(), "lr": lr})

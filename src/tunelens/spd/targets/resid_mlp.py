@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 from torch import Tensor, nn
 
 from tunelens.config import Schedule
-from tunelens.schedules import schedule_value
+from tunelens.schedules import lr_scheduler
 from tunelens.spd.targets import CiPattern, Log, ToyTarget, cached_training, call_module, freeze, register_target
 from tunelens.spd.targets.tms import sparse_features
 
@@ -70,16 +70,15 @@ def train_resid_mlp(config: ResidMlpTargetConfig, log: Log) -> tuple[dict[str, T
     model = ResidMlp(config.n_features, config.d_embed, config.d_mlp, config.n_layers,
                      random_unit_embedding(config.n_features, config.d_embed, generator))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train_lr, weight_decay=0.01)
-    schedule = Schedule(kind="cosine")
+    scheduler = lr_scheduler(optimizer, Schedule(kind="cosine"), config.train_steps)
     loss = torch.tensor(float("nan"))
-    for step in range(config.train_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = schedule_value(schedule, config.train_lr, step, config.train_steps)
+    for _ in range(config.train_steps):
         x = sparse_features(config.train_batch_size, config.n_features, config.feature_prob, -1.0, generator)
         loss = (model(x) - (x + torch.relu(x))).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        scheduler.step()
     log(f"target: final loss {loss.item():.3e}")
     return dict(model.state_dict()), {"target_loss": loss.item()}
 
