@@ -1,3 +1,4 @@
+import json
 from contextlib import nullcontext
 
 import pytest
@@ -6,11 +7,12 @@ import torch
 from tunelens.runs import seed_everything
 from tunelens.schedules import schedule_value
 from tunelens.spd import metrics
+from tunelens.spd.component_model import module_key
 from tunelens.spd.configs import SpdConfig
-from tunelens.spd.evaluate import evaluate, ground_truth_match
+from tunelens.spd.evaluate import evaluate, ground_truth_match, pattern_errors
 from tunelens.spd.losses import OUTPUT_LOSSES, loss_terms, prepare, subset_routing, total_loss
 from tunelens.spd.reload import load_decomposition
-from tunelens.spd.targets import build_target, tms
+from tunelens.spd.targets import CiPattern, build_target, tms
 from tunelens.spd.targets.tms import TmsTargetConfig
 from tunelens.spd.train import build_component_model, optimize
 
@@ -124,39 +126,70 @@ def test_subset_routing_routes_between_one_and_all_layers():
     assert set(counts.tolist()) == {1, 2, 3}  # k is uniform on {1, 2, 3}
 
 
-def test_identity_variant_has_dense_hidden_pattern():
-    config = micro_config(target=MICRO_TARGET.model_copy(update={"n_hidden_layers": 1}))
+def test_pattern_errors_join_a_groups_layers_and_use_each_patterns_kind():
+    # resid_mlp with two layers: 4 one-hot inputs, 4 subcomponents per layer; features 0 and 1 are computed in
+    # layer a (by its subcomponents 2 and 0), features 2 and 3 in layer b (by its 1 and 2).
+    a, b = torch.zeros(4, 4), torch.zeros(4, 4)
+    a[0, 2] = a[1, 0] = b[2, 1] = b[3, 2] = 1.0
+    assert pattern_errors({"a": a, "b": b}, [CiPattern(("a", "b"), "identity", 4)], 0.1) == {"a+b": 0}
+    # Either layer alone misses an identity on 2 of the 4 inputs (their best diagonal entries are 0).
+    alone = [CiPattern(("a",), "identity", 4), CiPattern(("b",), "identity", 4)]
+    assert pattern_errors({"a": a, "b": b}, alone, 0.1) == {"a": 2, "b": 2}
+    # Dense: one column on for every input in c and two in d make three always-on columns when joined.
+    c, d = torch.zeros(4, 2), torch.zeros(4, 2)
+    c[:, 0] = d[:, 0] = d[:, 1] = 1.0
+    assert pattern_errors({"c": c, "d": d}, [CiPattern(("c", "d"), "dense", 3)], 0.1) == {"c+d": 0}
+    assert pattern_errors({"c": c, "d": d}, [CiPattern(("c", "d"), "dense", 2)], 0.1) == {"c+d": 4}  # 1 column too many
+
+
+def test_identity_variant_scores_its_hidden_layer_against_a_dense_pattern():
+    config = micro_config(target=MICRO_TARGET.model_copy(update={"n_hidden_layers": 1}), loss={},
+                          eval={"batch_size": 64})
     target = build_target(config.target, torch.device("cpu"), lambda m: None)
     model = build_component_model(config, target)
     assert model.names == ["linear1", "hidden_layers.0", "linear2"]
     assert torch.equal(target.model.hidden_layers[0].weight, torch.eye(2))
-    result = evaluate(model, target, config, OUTPUT_LOSSES["mse"], 1.0)
-    assert set(result["ci_pattern_errors"]) == {"linear1", "linear2", "hidden_layers.0"}
+    assert CiPattern(("hidden_layers.0",), "dense", 2) in target.ci_patterns  # a 2x2 identity needs 2 pieces
+    last = model.ci_fns[module_key("hidden_layers.0")].layers[-1]  # importance = this layer's bias, input-free
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        last.bias[:2] = 1.0  # subcomponents 0 and 1 always on: the dense pattern
+    errors = evaluate(model, target, config, OUTPUT_LOSSES["mse"], 1.0)["ci_pattern_errors"]
+    assert errors["hidden_layers.0"] == 0
+    with torch.no_grad():
+        last.bias[5] = 0.5  # a third subcomponent half on for each of the 5 one-hot inputs
+    errors = evaluate(model, target, config, OUTPUT_LOSSES["mse"], 1.0)["ci_pattern_errors"]
+    assert errors["hidden_layers.0"] == 5
 
 
 def test_finished_run_reloads_with_identical_results(tmp_path):
+    """tms_5-2 ties linear2 to linear1: the checkpoint holds one set of subcomponents, and the reloaded linear2
+    uses linear1's, transposed."""
     from tunelens.registry import get_experiment
-    from tunelens.runs import run_experiment
+    from tunelens.runs import load_tensors, run_experiment
 
     experiment = get_experiment("tms_5-2")
     config = experiment.load_config(assignments=["optim.steps=20", "optim.batch_size=64", "eval.batch_size=64",
                                                  "target.train_steps=100"])
+    assert config.tie_components
     run_experiment(experiment, config, tmp_path, quiet=True)
+    saved = load_tensors(tmp_path / "components.safetensors")
+    assert "components.linear1.V" in saved and not any(k.startswith("components.linear2") for k in saved)
+    assert any(k.startswith("ci_fns.linear2") for k in saved)  # each layer keeps its own importance function
     loaded_config, target, model = load_decomposition(tmp_path)
     assert loaded_config == config
-    x = target.sample_batch(16)
-    _, inputs = model.forward_target(x)
-    assert torch.isfinite(model.importances(inputs).lower["linear1"]).all()
-    import json
-
+    first, second = model.component("linear1"), model.component("linear2")
+    assert torch.equal(first.V, saved["components.linear1.V"]) and torch.equal(second.V, first.U.T)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    mmcs, ml2r = ground_truth_match(model, target)["linear1"]
-    assert abs(mmcs - summary["layers"]["linear1"]["mmcs"]) < 1e-6
-    assert abs(ml2r - summary["layers"]["linear1"]["ml2r"]) < 1e-6
+    for name, (mmcs, ml2r) in ground_truth_match(model, target).items():
+        assert mmcs == pytest.approx(summary["layers"][name]["mmcs"], abs=1e-6)
+        assert ml2r == pytest.approx(summary["layers"][name]["ml2r"], abs=1e-6)
 
 
 def test_run_from_before_tying_reloads_untied(tmp_path):
-    """Runs written before `tie_components` existed have no such key and separate linear2 parameters."""
+    """Runs written before `tie_components` existed have no such key and separate linear2 parameters, which
+    reload as trained: linear2's match to the target is the run's, not linear1's."""
     import yaml
 
     from tunelens.registry import get_experiment
@@ -169,6 +202,11 @@ def test_run_from_before_tying_reloads_untied(tmp_path):
     raw = yaml.safe_load((tmp_path / "config.yaml").read_text())
     del raw["tie_components"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
-    loaded_config, _, model = load_decomposition(tmp_path)
+    loaded_config, target, model = load_decomposition(tmp_path)
     assert loaded_config.tie_components is False
+    first, second = model.component("linear1"), model.component("linear2")
     assert "components.linear2.V" in dict(model.named_parameters())
+    assert not torch.allclose(second.V, first.U.T)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    mmcs, _ = ground_truth_match(model, target)["linear2"]
+    assert mmcs == pytest.approx(summary["layers"]["linear2"]["mmcs"], abs=1e-6)
