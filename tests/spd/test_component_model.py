@@ -171,7 +171,9 @@ def test_tied_layers_share_one_set_of_subcomponents():
     model = ComponentModel(target, call_module, {"linear1": 4, "linear2": 4}, "mlp", [3], tied={"linear2": "linear1"})
     first, second = model.component("linear1"), model.component("linear2")
     assert torch.equal(second.V, first.U.T) and torch.equal(second.U, first.V.T)
-    assert torch.equal(second.weight(), first.weight().T)
+    assert torch.equal(second.weight(), first.weight().T)  # exact: the follower transposes the source's product
+    deltas = model.weight_deltas()  # so the residuals of the two layers are exact transposes as well
+    assert torch.equal(deltas["linear2"], deltas["linear1"].T)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert "components.linear1.V" in names and not any(n.startswith("components.linear2") for n in names)
     assert any(n.startswith("ci_fns.linear2") for n in names)  # each layer keeps its own importance function

@@ -76,6 +76,11 @@ class TiedLinearComponents(LinearComponents):
     def U(self) -> Float[Tensor, "C d_out"]:
         return self._source[0].V.T
 
+    def weight(self) -> Float[Tensor, "d_out d_in"]:
+        """The source's weight, transposed: (V U)ᵀ here is (Vₛ Uₛ)ᵀᵀ, and taking the source's product itself makes
+        the two exactly transposes (a product of the transposed factors can round differently)."""
+        return self._source[0].weight().T
+
 
 class EmbeddingComponents(nn.Module):
     """Subcomponents of an `nn.Embedding` (weight vocab × d_model, used as W = weightᵀ acting on one-hots):
