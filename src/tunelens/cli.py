@@ -147,11 +147,13 @@ def _fmt(value: object) -> str:
 
 def _add_study_commands() -> None:
     """Study command groups; each module keeps its heavy imports inside its commands."""
+    from tunelens.control import cli as control_cli
     from tunelens.lm import cli as lm_cli
     from tunelens.routing import cli as routing_cli
 
     lm_cli.register(app)
     app.add_typer(routing_cli.app, name="routing")
+    app.add_typer(control_cli.app, name="control")
 
 
 _add_study_commands()

@@ -74,6 +74,12 @@ EXPERIMENTS: dict[str, Experiment] = {
                    "Pretrain the tiny base language model (tokenizer and model) on the synthetic story corpus"),
         Experiment("lm-finetune", "lm", "tunelens.lm.finetune:FinetuneConfig", "tunelens.lm.finetune:run",
                    "Fine-tune a causal LM (full or LoRA) on prompt/completion examples; held-out loss before/after"),
+        Experiment("output-control", "control", "tunelens.control.evaluate:OutputControlConfig",
+                   "tunelens.control.evaluate:run",
+                   "Output control (SAD): asked-for next-token distributions, SAD and aligned scoring, references"),
+        Experiment("output-control-finetune", "control", "tunelens.control.finetune:OutputControlFinetuneConfig",
+                   "tunelens.control.finetune:run",
+                   "LoRA fine-tuning for output control with a TVD loss at the answer position; held-out before/after"),
     ]
 }
 

@@ -118,6 +118,16 @@ def render_chat(tokenizer, prompt: str, system: str | None = None, prefill: str 
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def render_chat_messages(tokenizer, messages: Sequence[dict[str, str]], prefill: str | None = None) -> str:
+    """A multi-turn conversation (e.g. few-shot user/assistant pairs, then the question) through the chat template;
+    with a prefill, the final assistant turn is opened with it and left open, as in `render_chat`."""
+    messages = list(messages)
+    if prefill:
+        return tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": prefill}], tokenize=False,
+                                             continue_final_message=True)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
 def encode_prompt(tokenizer, prompt: str, chat: ChatMode = "never", system: str | None = None,
                   prefill: str | None = None) -> list[int]:
     """Token ids of a prompt as the model sees it before the completion (also what generation and scoring use)."""

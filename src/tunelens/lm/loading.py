@@ -49,8 +49,9 @@ def quiet_progress_bars() -> None:
 
 
 def load_model(name_or_path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-               quantize: Quantize = None):
-    """A causal LM in eval mode on `device`; 4-/8-bit weights only on CUDA, through bitsandbytes."""
+               quantize: Quantize = None, double_quant: bool = False):
+    """A causal LM in eval mode on `device`; 4-/8-bit weights only on CUDA, through bitsandbytes (`double_quant`:
+    nf4 with its quantisation constants quantised too, as QLoRA and the output-control study load models)."""
     from transformers import AutoModelForCausalLM
 
     quiet_progress_bars()
@@ -58,7 +59,7 @@ def load_model(name_or_path: str | Path, dtype: torch.dtype = torch.float32, dev
     device = torch.device(device)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if quantize is not None:
-        kwargs["quantization_config"] = quantization_config(quantize, device)
+        kwargs["quantization_config"] = quantization_config(quantize, device, double_quant)
         kwargs["device_map"] = {"": device.index or 0}
     model = _from_pretrained(AutoModelForCausalLM.from_pretrained, name_or_path, **kwargs)
     if quantize is None:
@@ -66,7 +67,7 @@ def load_model(name_or_path: str | Path, dtype: torch.dtype = torch.float32, dev
     return model.eval()
 
 
-def quantization_config(quantize: str, device: torch.device):
+def quantization_config(quantize: str, device: torch.device, double_quant: bool = False):
     if quantize not in ("4bit", "8bit"):
         raise UsageError(f"quantize must be 4bit, 8bit or None, got '{quantize}'")
     if device.type != "cuda" or not torch.cuda.is_available():
@@ -79,7 +80,8 @@ def quantization_config(quantize: str, device: torch.device):
     from transformers import BitsAndBytesConfig
 
     if quantize == "4bit":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+                                  bnb_4bit_use_double_quant=double_quant)
     return BitsAndBytesConfig(load_in_8bit=True)
 
 

@@ -76,6 +76,19 @@ def next_token_probs(model, input_ids: Int[Tensor, "batch seq"], attention_mask:
     return logits_at(logits, last_real_positions(attention_mask)).float().softmax(-1)
 
 
+@torch.no_grad()
+def left_padded_next_token_probs(model, input_ids: Int[Tensor, "batch seq"], attention_mask: Int[Tensor, "batch seq"]
+                                 ) -> Float[Tensor, "batch vocab"]:
+    """`next_token_probs` for left-padded rows, with logits computed at the final position only
+    (`logits_to_keep=1`): with a 150k-token vocabulary, the logits of every position of a long batch would not
+    fit in memory, and they are thrown away anyway."""
+    assert bool(attention_mask[:, -1].all()), "every row must end in a real token (left padding)"
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   logits_to_keep=1).logits
+    return logits[:, -1].float().softmax(-1)
+
+
 def bootstrap_ci(values: Sequence[float] | Tensor, n_resamples: int = 2000, level: float = 0.95,
                  seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean (seeded, so a reported interval can be reproduced)."""

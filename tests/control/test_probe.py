@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from tunelens.control.data import sad_words
+from tunelens.control.probe import answer_tokens, probe, vocab_index
+from tunelens.control.prompts import encode_samples, messages, prompt_style, render
+from tunelens.control.samples import default_samples
+from tunelens.lm.batching import pad_batch
+from tunelens.lm.scoring import left_padded_next_token_probs, next_token_probs
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% if not loop.last or "
+                 "m['role'] != 'assistant' %}<|end|>{% endif %}{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def test_single_token_spellings_after_the_prefill(micro):
+    _, tokenizer = micro
+    tokens = answer_tokens(tokenizer, ["about", "sky", "Canadian"], "My answer is:")
+    assert tokens["about"] == tokenizer(" about", add_special_tokens=False)["input_ids"][0]
+    assert len(tokenizer(" Canadian", add_special_tokens=False)["input_ids"]) > 1
+    assert tokens["Canadian"] is None
+
+
+def test_left_padded_probs_match_the_shared_next_token_probs(micro):
+    model, tokenizer = micro
+    rows = tokenizer(["My answer is:", "Once upon a time there was a girl. My answer is:"])["input_ids"]
+    ids, mask = pad_batch(rows, tokenizer.pad_token_id, side="left")
+    assert torch.allclose(left_padded_next_token_probs(model, ids, mask), next_token_probs(model, ids, mask),
+                          atol=1e-6)
+    with pytest.raises(AssertionError, match="left padding"):
+        left_padded_next_token_probs(model, *pad_batch(rows, tokenizer.pad_token_id, side="right"))
+
+
+def test_the_batched_probe_equals_one_prompt_at_a_time(micro):
+    model, tokenizer = micro
+    samples = default_samples(["about", "above", "after", "again"], 1, "eval", seed=0)
+    prompts = encode_samples(tokenizer, samples, prompt_style("tunelens"), chat="never")
+    assert len({len(p) for p in prompts}) > 1  # different lengths, so padding is exercised
+    index = vocab_index(tokenizer, model.config.vocab_size)
+    targets = torch.tensor([[5, 6]] * len(prompts))
+    batched = probe(model, prompts, tokenizer.pad_token_id, index, targets, top_k=10, batch_size=8)
+    single = probe(model, prompts, tokenizer.pad_token_id, index, targets, top_k=10, batch_size=1)
+    assert torch.allclose(batched.top_probs, single.top_probs, atol=1e-5)
+    assert torch.equal(batched.top_keys[:, :3], single.top_keys[:, :3])
+    assert torch.allclose(batched.target_probs, single.target_probs, atol=1e-6)
+    assert batched.top_probs.shape == (len(prompts), 10)
+
+
+def test_base_rendering_joins_the_messages_and_ends_with_the_prefill(micro):
+    _, tokenizer = micro
+    sample = default_samples(["about", "above"], 1, "eval", seed=0, cases=["given_words"])[0]
+    style = prompt_style("tunelens")
+    ids = render(tokenizer, messages(sample, style), style.prefill, chat="auto")  # no template: base rendering
+    text = tokenizer.decode(ids)
+    assert text.startswith("<|bos|>Name an animal") and text.endswith("the colon.\n\nMy answer is:")
+    assert f"either {sample.word1} or {sample.word2}" in text and f"{sample.p}%" in text
+
+
+def test_chat_rendering_continues_the_prefilled_assistant_turn(micro):
+    _, tokenizer = micro
+    chat_tokenizer = type(tokenizer).from_pretrained(tokenizer.name_or_path)
+    chat_tokenizer.chat_template = CHAT_TEMPLATE
+    style = prompt_style("tunelens")
+    sample = default_samples(["about", "above"], 1, "eval", seed=0, cases=["given_words"])[0]
+    text = chat_tokenizer.decode(render(chat_tokenizer, messages(sample, style), style.prefill, chat="auto"))
+    assert text.endswith("the colon.<|end|><|assistant|>My answer is:")  # open, not closed by <|end|>
+    assert text.count("<|user|>") == 3  # two few-shot questions, then the question
+
+
+def test_sad_wording_is_decoded_from_the_package_data(micro):
+    _, tokenizer = micro
+    style = prompt_style("sad")
+    sample = default_samples(list(sad_words()[:50]), 1, "eval", seed=0, cases=["given_words"])[0]
+    conversation = messages(sample, style)
+    assert len(conversation) == 23  # SAD's 11 in-context pairs, then the question
+    assert "Total Variation Distance" in conversation[-1]["content"] and style.prefill == "My answer is:"
+    icl = default_samples([], 1, "eval", seed=0, cases=["icl_random_words"])[0]
+    assert len(messages(icl, style)) == 11  # the 5 distribution examples replace the 11 generic ones
