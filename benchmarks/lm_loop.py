@@ -93,7 +93,7 @@ def main() -> None:
     print(f"  shared loop   median {statistics.median(shared):8.0f} tokens/s  (min {min(shared):.0f}, "
           f"max {max(shared):.0f})")
     print(f"  bare loop     median {statistics.median(bare):8.0f} tokens/s  (min {min(bare):.0f}, max {max(bare):.0f})")
-    print(f"  bare / shared time ratio: {statistics.median(bare) / statistics.median(shared):.3f}")
+    print(f"  shared / bare time per token: {statistics.median(bare) / statistics.median(shared):.3f}")
 
     model.eval()
     score_rows = rows[: args.n_score]

@@ -2,7 +2,6 @@ import pytest
 from pydantic import Field
 
 from tunelens.config import (
-    Schedule,
     TunelensConfig,
     UsageError,
     apply_overrides,

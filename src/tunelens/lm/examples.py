@@ -136,7 +136,8 @@ def encode_prompt(tokenizer, prompt: str, chat: ChatMode = "never", system: str 
     return tokenizer(prompt + (prefill or ""))["input_ids"]
 
 
-def tokenize_example(tokenizer, example: Example, index: int, loss_on: LossOn = "completion", max_len: int | None = None,
+def tokenize_example(tokenizer, example: Example, index: int, loss_on: LossOn = "completion",
+                     max_len: int | None = None,
                      chat: ChatMode = "never", system: str | None = None, append_eos: bool = True
                      ) -> TokenizedExample:
     """One row: prompt ids, then completion ids (+ EOS); the mask covers the completion, or every real token.
@@ -144,7 +145,10 @@ def tokenize_example(tokenizer, example: Example, index: int, loss_on: LossOn = 
     A row longer than max_len is cut at the end; with the loss on the completion only, a cut that leaves no
     completion token is an error rather than a silent empty row."""
     # a plain document gets only the tokenizer's own leading special tokens (BOS), never a chat turn
-    prompt_ids = encode_prompt(tokenizer, example.prompt, chat, system) if example.prompt else tokenizer("")["input_ids"]
+    if example.prompt:
+        prompt_ids = encode_prompt(tokenizer, example.prompt, chat, system)
+    else:
+        prompt_ids = tokenizer("")["input_ids"]
     completion_ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
     if append_eos and tokenizer.eos_token_id is not None:
         completion_ids = [*completion_ids, tokenizer.eos_token_id]

@@ -114,8 +114,9 @@ def run(config: FinetuneConfig, run: Run) -> dict[str, Any]:
 
 
 def finetune(config: FinetuneConfig, run: Run, device: torch.device) -> dict[str, Any]:
-    from tunelens.lm.loading import load_model, load_tokenizer
+    from tunelens.lm.loading import load_model, load_tokenizer, quiet_progress_bars
 
+    quiet_progress_bars()  # saving prints bars too
     source = resolve_model_dir(config.model)
     tokenizer = load_tokenizer(source, padding_side="right")
     model = load_model(source, dtype=DTYPES[config.dtype], device=device)

@@ -85,9 +85,11 @@ def pretrain(config: TinyStoriesConfig, out_dir: str | Path, log: Callable[[str]
     from tunelens.lm.batching import token_windows
     from tunelens.lm.corpus import story_splits
     from tunelens.lm.generation import sample
+    from tunelens.lm.loading import quiet_progress_bars
     from tunelens.lm.tiny import tiny_causal_lm
     from tunelens.lm.tokenizer import train_bpe_tokenizer
 
+    quiet_progress_bars()
     start = time.perf_counter()
     device = resolve_device(config.device)
     train_stories, eval_stories = story_splits(config.n_train_stories, config.n_eval_stories, config.corpus_seed)

@@ -25,15 +25,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Float
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 
-from tunelens.config import Schedule, UsageError
 from tunelens import distributed
+from tunelens.config import Schedule, UsageError
 from tunelens.lm.examples import Batch, TokenizedExample, collate
 from tunelens.lm.scoring import per_example_loss
 from tunelens.runs import Run, load_tensors, save_tensors, write_json
@@ -129,15 +129,18 @@ def forward_logits(model: nn.Module, batch: Batch) -> Tensor:
 @torch.no_grad()
 def row_losses(model: nn.Module, rows: Sequence[TokenizedExample], pad_id: int, batch_size: int = 64,
                row_loss: RowLoss = completion_loss, device: torch.device | str = "cpu") -> Float[Tensor, "row"]:
-    """Per-row loss of every row, in order (batched; right padding does not change a row's loss)."""
+    """Per-row loss of every row, in the rows' order. Rows are batched by length (less padding to compute);
+    right padding does not change a row's loss."""
     was_training = model.training
     model.eval()
-    out = []
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
+    losses = torch.zeros(len(rows))
     for start in range(0, len(rows), batch_size):
-        batch = collate(rows[start:start + batch_size], pad_id).to(device)
-        out.append(row_loss(model, batch, forward_logits(model, batch)).float().cpu())
+        chosen = order[start:start + batch_size]
+        batch = collate([rows[i] for i in chosen], pad_id).to(device)
+        losses[chosen] = row_loss(model, batch, forward_logits(model, batch)).float().cpu()
     model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0)
+    return losses
 
 
 def mean_loss(model: nn.Module, rows: Sequence[TokenizedExample], pad_id: int, batch_size: int = 64,
@@ -247,7 +250,8 @@ def train(model: nn.Module, train_rows: Sequence[TokenizedExample], settings: Tr
             run.rewind_metrics(start)
     wrapped = model
     if distributed.is_distributed():
-        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        device_ids = [device.index] if device.type == "cuda" else None
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     model.train()
     result = TrainResult(steps=settings.steps, resumed_from=start, final_train_loss=math.nan)
     n_tokens, t0 = 0, time.perf_counter()

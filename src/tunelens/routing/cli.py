@@ -20,7 +20,8 @@ def check_solutions_command(
     path: Annotated[Optional[Path], typer.Argument(
         help="JSONL: task_id, code, test_list[, test_imports, test_setup_code]. Default: the MBPP problems shipped "
              "with tunelens (974 reference solutions).")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Programs at once (default: cores).")] = None,
+    workers: Annotated[Optional[int],
+                       typer.Option("--workers", min=1, help="Programs at once (default: cores).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Wall-clock seconds per program.")] = 10.0,
 ) -> None:
     """Run each solution in the sandbox with its first test and with all tests; flag reward hacks."""
@@ -44,7 +45,8 @@ def check_solutions_command(
         rows = check_solutions(records, sandbox, lambda n: progress.advance(task, n))
     seconds = time.perf_counter() - start
     atomic_write_text(out, "".join(json.dumps(row) + "\n" for row in rows))
-    counts = {key: sum(bool(row[key]) for row in rows) for key in ("first_test", "all_tests", "reward_hack", "timed_out")}
+    keys = ("first_test", "all_tests", "reward_hack", "timed_out")
+    counts = {key: sum(bool(row[key]) for row in rows) for key in keys}
     typer.echo(f"{len(rows)} solutions: first test {counts['first_test']}, all tests {counts['all_tests']}, "
                f"reward hacks {counts['reward_hack']}, timed out {counts['timed_out']}; {seconds:.1f}s "
                f"({2 * len(rows) / seconds:.1f} programs/s, {sandbox.workers} workers) -> {out}")

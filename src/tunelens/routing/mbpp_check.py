@@ -87,4 +87,5 @@ def check_solutions(records: list[Record], sandbox: Sandbox,
             on_done(1)
 
     results = sandbox.run_many(programs, count)
-    return [{"task_id": record.task_id, **judge(results[2 * i], results[2 * i + 1])} for i, record in enumerate(records)]
+    return [{"task_id": record.task_id, **judge(results[2 * i], results[2 * i + 1])}
+            for i, record in enumerate(records)]
