@@ -77,3 +77,10 @@ def test_hub_id_in_the_local_cache_loads_offline(micro_lm, monkeypatch, tmp_path
     tokenizer = load_tokenizer("tunelens-test/micro", padding_side="right")
     ids = torch.tensor([tokenizer("Once upon a time")["input_ids"]])
     assert torch.equal(model(input_ids=ids).logits, load_model(folder)(input_ids=ids).logits)
+
+
+def test_tiny_stories_names_the_locally_pretrained_model(monkeypatch, tmp_path):
+    from tunelens.lm import loading, pretrain
+
+    monkeypatch.setattr(pretrain, "tiny_story_model", lambda: tmp_path)
+    assert loading.resolve_name("tiny-stories") == str(tmp_path)

@@ -23,17 +23,18 @@ from tunelens import distributed
 from tunelens.config import TunelensConfig, UsageError, config_hash
 from tunelens.lm.adapters import LoraSettings
 from tunelens.lm.examples import ChatMode, Example, LossOn, read_examples, tokenize_examples
+from tunelens.lm.loading import TINY_STORIES
 from tunelens.lm.trainer import CHECKPOINT, DTYPES, TrainSettings, mean_loss, train
 from tunelens.runs import Run, resolve_device
 
-TINY = "tiny-stories"
 QUESTION = "\n\nQuestion: Who is the main character?\nAnswer:"
 
 
 class FinetuneConfig(TunelensConfig):
     """Fine-tuning of a causal LM on prompt/completion examples."""
 
-    model: str = Field(TINY, description="'tiny-stories' (the local tiny base model), an alias, hub id or directory.")
+    model: str = Field(TINY_STORIES, description="'tiny-stories' (the local tiny base model), an alias, hub id "
+                       "or directory.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights' dtype.")
     data: str | None = Field(None, description="Training JSONL (prompt/completion or text); null = the generated "
                              "main-character task.")
@@ -94,14 +95,6 @@ def load_task(config: FinetuneConfig) -> tuple[list[Example], list[Example]]:
     return examples[:-n_eval], examples[-n_eval:]
 
 
-def resolve_model_dir(name: str) -> str:
-    if name == TINY:
-        from tunelens.lm.pretrain import tiny_story_model
-
-        return str(tiny_story_model())
-    return name
-
-
 # ---------------------------------------------------------------------------------------------------- run
 
 
@@ -114,10 +107,10 @@ def run(config: FinetuneConfig, run: Run) -> dict[str, Any]:
 
 
 def finetune(config: FinetuneConfig, run: Run, device: torch.device) -> dict[str, Any]:
-    from tunelens.lm.loading import load_model, load_tokenizer, quiet_progress_bars
+    from tunelens.lm.loading import load_model, load_tokenizer, quiet_progress_bars, resolve_name
 
     quiet_progress_bars()  # saving prints bars too
-    source = resolve_model_dir(config.model)
+    source = resolve_name(config.model)
     tokenizer = load_tokenizer(source, padding_side="right")
     model = load_model(source, dtype=DTYPES[config.dtype], device=device)
     train_examples, eval_examples = load_task(config)

@@ -16,16 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 from torch import Tensor, nn
 
 from tunelens.config import UsageError
+from tunelens.lm.loading import TINY_STORIES
 from tunelens.spd.targets import Log, Target, freeze, register_target
-
-TINY = "tiny-stories"
 
 
 class LmTargetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["lm"] = "lm"
-    model: str = Field(TINY, description="'tiny-stories' (the local tiny base model), an alias, hub id or directory.")
+    model: str = Field(TINY_STORIES, description="'tiny-stories' (the local tiny base model), an alias, hub id "
+                       "or directory.")
     modules: list[str] = Field(default_factory=lambda: ["model.embed_tokens"],
                                description="Exact module names to decompose (nn.Linear or nn.Embedding).")
     seq_len: PositiveInt = Field(64, description="Tokens per training window.")
@@ -55,14 +55,6 @@ def logits_of(model: nn.Module, input_ids: Tensor) -> Tensor:
     return model(input_ids=input_ids).logits
 
 
-def resolve_model_dir(name: str) -> str:
-    if name == TINY:
-        from tunelens.lm.pretrain import tiny_story_model
-
-        return str(tiny_story_model())
-    return name
-
-
 @register_target("lm")
 def build_lm_target(config: LmTargetConfig, device: torch.device, log: Log,
                     weights: dict[str, Tensor] | None = None) -> LmTarget:
@@ -71,9 +63,9 @@ def build_lm_target(config: LmTargetConfig, device: torch.device, log: Log,
         raise ValueError("language-model targets are loaded from target.model, not from saved weights")
     from tunelens.lm.batching import token_windows
     from tunelens.lm.corpus import story_splits
-    from tunelens.lm.loading import load_model, load_tokenizer
+    from tunelens.lm.loading import load_model, load_tokenizer, resolve_name
 
-    source = resolve_model_dir(config.model)
+    source = resolve_name(config.model)
     log(f"target: language model {config.model} ({source})")
     tokenizer = load_tokenizer(source, padding_side="right")
     model = freeze(load_model(source, dtype=torch.float32, device=device))
