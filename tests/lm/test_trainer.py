@@ -195,3 +195,43 @@ def test_two_cpu_ranks_match_one_process_with_the_same_global_batch(tmp_path):
     assert two["held_out"] == pytest.approx(mean_loss(one, micro_rows(10, seed=1), pad_id=0), abs=1e-6)
     for name, value in weights(one).items():
         assert torch.allclose(value, two["weights"][name], atol=1e-6), name
+
+
+def mlp_and_rest(model):
+    params = dict(model.named_parameters())
+    return {"mlp": [p for n, p in params.items() if ".mlp." in n],
+            "rest": [p for n, p in params.items() if ".mlp." not in n]}
+
+
+def test_named_groups_step_only_when_the_global_batch_says_so(tmp_path):
+    seen = []
+
+    def only_rest_on_even_documents(rows):
+        seen.append(len(rows))
+        return {"rest"} if all(r.index % 2 == 0 for r in rows) else {"mlp", "rest"}
+
+    model = micro_model()
+    before = weights(model.model.layers[0].mlp)
+    hooks = Hooks(param_groups=mlp_and_rest, groups_to_step=lambda rows: {"rest"})
+    train(model, micro_rows(), SETTINGS, pad_id=0, seed=0, device=CPU, hooks=hooks)
+    assert all(torch.equal(before[n], v) for n, v in weights(model.model.layers[0].mlp).items())  # never stepped
+    assert not torch.equal(weights(model)["lm_head.weight"], micro_model().lm_head.weight)
+    # resuming restores every group's optimiser and schedule
+    hooks = Hooks(param_groups=mlp_and_rest, groups_to_step=only_rest_on_even_documents)
+    whole = micro_model()
+    train(whole, micro_rows(), SETTINGS, pad_id=0, seed=0, device=CPU, hooks=hooks)
+    assert seen == [8] * SETTINGS.steps  # decided on the whole global batch
+    cut = micro_model()
+    train(cut, micro_rows(), SETTINGS, pad_id=0, seed=0, device=CPU, hooks=hooks, checkpoint_dir=tmp_path / "c",
+          fingerprint="g", stop_after=5)
+    resumed = micro_model(seed=2)
+    train(resumed, micro_rows(), SETTINGS, pad_id=0, seed=0, device=CPU, hooks=hooks, checkpoint_dir=tmp_path / "c",
+          fingerprint="g")
+    for name, value in weights(whole).items():
+        assert torch.allclose(value, weights(resumed)[name], atol=1e-6), name
+
+
+def test_param_groups_must_cover_every_trainable_parameter_once():
+    with pytest.raises(AssertionError, match="exactly once"):
+        train(micro_model(), micro_rows(), SETTINGS, pad_id=0, seed=0, device=CPU,
+              hooks=Hooks(param_groups=lambda model: {"mlp": mlp_and_rest(model)["mlp"]}))

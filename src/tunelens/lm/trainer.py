@@ -72,11 +72,21 @@ def completion_loss(model: nn.Module, batch: Batch, logits: Tensor) -> Float[Ten
     return per_example_loss(logits, batch.input_ids, batch.loss_mask)
 
 
+ParamGroups = Callable[[nn.Module], dict[str, list[nn.Parameter]]]
+GroupsToStep = Callable[[Sequence[TokenizedExample]], set[str]]
+
+
 @dataclass
 class Hooks:
+    """How a study changes the loop. `param_groups` splits the trainable parameters into named groups, each with
+    its own AdamW and schedule; `groups_to_step` names, from the step's whole global batch (the same on every
+    process), the groups whose optimiser steps (the schedules always advance together)."""
+
     row_loss: RowLoss = completion_loss
     extra_loss: RowLoss | None = None
     around_batch: Callable[[nn.Module, Batch], AbstractContextManager] | None = None
+    param_groups: ParamGroups | None = None
+    groups_to_step: GroupsToStep | None = None
 
 
 @contextmanager
@@ -163,15 +173,14 @@ def trainable(model: nn.Module) -> dict[str, nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, steps_done: int,
+def save_checkpoint(folder: Path, model: nn.Module, optimizers: Optimizers, steps_done: int,
                     fingerprint: str) -> None:
     """Written to a sibling directory and swapped in, so an interrupted write keeps the previous checkpoint."""
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     save_tensors(staging / "trainable.safetensors", {n: p.detach() for n, p in trainable(model).items()})
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state()}, staging / "optimizer.pt")
+    torch.save({"optimizers": optimizers.state_dict(), "rng": torch.get_rng_state()}, staging / "optimizer.pt")
     write_json(staging / STATE_FILE, {"steps_done": steps_done, "fingerprint": fingerprint})
     previous = folder.with_name(folder.name + ".old")
     shutil.rmtree(previous, ignore_errors=True)
@@ -193,7 +202,7 @@ def checkpoint_steps(folder: Path | None, fingerprint: str) -> int | None:
     return int(state["steps_done"])
 
 
-def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+def load_checkpoint(folder: Path, model: nn.Module, optimizers: Optimizers) -> None:
     params = trainable(model)
     saved = load_tensors(folder / "trainable.safetensors")
     if set(saved) != set(params):
@@ -202,8 +211,7 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
         for name, value in saved.items():
             params[name].copy_(value)
     state = torch.load(folder / "optimizer.pt", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    optimizers.load_state_dict(state["optimizers"])
     torch.set_rng_state(state["rng"])
 
 
@@ -220,11 +228,45 @@ class TrainResult:
     train_seconds: float = 0.0
 
 
-def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    params = list(trainable(model).values())
-    if not params:
-        raise UsageError("the model has no trainable parameters")
-    return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, betas=settings.betas)
+class Optimizers:
+    """One AdamW and one schedule per named parameter group (a single group "all" unless a study splits them)."""
+
+    def __init__(self, model: nn.Module, settings: TrainSettings, param_groups: ParamGroups | None = None):
+        params = trainable(model)
+        if not params:
+            raise UsageError("the model has no trainable parameters")
+        groups = param_groups(model) if param_groups else {"all": list(params.values())}
+        grouped = [id(p) for group in groups.values() for p in group]
+        assert sorted(grouped) == sorted(id(p) for p in params.values()), \
+            "param_groups must hold every trainable parameter exactly once"
+        self.optimizers = {name: torch.optim.AdamW(group, lr=settings.lr, weight_decay=settings.weight_decay,
+                                                   betas=settings.betas) for name, group in groups.items()}
+        self.schedulers = {name: lr_scheduler(opt, settings.lr_schedule, settings.steps)
+                           for name, opt in self.optimizers.items()}
+
+    def zero_grad(self) -> None:
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+
+    def step(self, active: set[str] | None = None) -> None:
+        """Step the named optimisers (all by default), then advance every schedule."""
+        for name, optimizer in self.optimizers.items():
+            if active is None or name in active:
+                optimizer.step()
+        for scheduler in self.schedulers.values():
+            scheduler.step()
+
+    def lr(self) -> float:
+        return next(iter(self.schedulers.values())).get_last_lr()[0]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: {"optimizer": self.optimizers[name].state_dict(), "scheduler": self.schedulers[name].state_dict()}
+                for name in self.optimizers}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, saved in state.items():
+            self.optimizers[name].load_state_dict(saved["optimizer"])
+            self.schedulers[name].load_state_dict(saved["scheduler"])
 
 
 def train(model: nn.Module, train_rows: Sequence[TokenizedExample], settings: TrainSettings, *, pad_id: int,
@@ -240,11 +282,10 @@ def train(model: nn.Module, train_rows: Sequence[TokenizedExample], settings: Tr
                          f"({world} x {settings.grad_accum_steps})")
     if not train_rows:
         raise UsageError("no training examples")
-    optimizer = make_optimizer(model, settings)
-    scheduler = lr_scheduler(optimizer, settings.lr_schedule, settings.steps)
+    optimizers = Optimizers(model, settings, hooks.param_groups)
     start = checkpoint_steps(checkpoint_dir, fingerprint) or 0
     if start:
-        load_checkpoint(checkpoint_dir, model, optimizer, scheduler)  # type: ignore[arg-type]
+        load_checkpoint(checkpoint_dir, model, optimizers)  # type: ignore[arg-type]
         if run:
             run.log(f"resuming from the checkpoint after step {start} in {checkpoint_dir}")
             run.rewind_metrics(start)
@@ -257,15 +298,16 @@ def train(model: nn.Module, train_rows: Sequence[TokenizedExample], settings: Tr
     n_tokens, t0 = 0, time.perf_counter()
     with (run.progress(settings.steps - start, "training") if run else nullcontext()) as bar:
         for step in range(start, settings.steps):
-            rows = shard(batch_indices(len(train_rows), settings.batch_size, step, seed), rank, world)
-            loss, step_tokens, grad_norm = train_step(wrapped, model, [train_rows[i] for i in rows], settings, hooks,
-                                                      optimizer, pad_id, device)
-            scheduler.step()
+            global_batch = batch_indices(len(train_rows), settings.batch_size, step, seed)
+            active = hooks.groups_to_step([train_rows[i] for i in global_batch]) if hooks.groups_to_step else None
+            rows = [train_rows[i] for i in shard(global_batch, rank, world)]
+            loss, step_tokens, grad_norm = train_step(wrapped, model, rows, settings, hooks, pad_id, device)
+            optimizers.step(active)
             n_tokens += step_tokens
             result.final_train_loss = loss
             done = step + 1
             if run and (step % settings.log_every == 0 or done == settings.steps):
-                record = {"train/loss": loss, "lr": scheduler.get_last_lr()[0]}
+                record = {"train/loss": loss, "lr": optimizers.lr()}
                 if grad_norm is not None:
                     record["grad_norm"] = grad_norm
                 run.log_metrics(step, record)
@@ -277,7 +319,7 @@ def train(model: nn.Module, train_rows: Sequence[TokenizedExample], settings: Tr
             if checkpoint_dir and settings.checkpoint_every and done % settings.checkpoint_every == 0 \
                     and done < settings.steps:
                 if distributed.is_writer():
-                    save_checkpoint(checkpoint_dir, model, optimizer, scheduler, done, fingerprint)
+                    save_checkpoint(checkpoint_dir, model, optimizers, done, fingerprint)
                 distributed.barrier()
             if bar is not None:
                 bar.update(status=f"loss {loss:.3f}")
@@ -290,14 +332,15 @@ def train(model: nn.Module, train_rows: Sequence[TokenizedExample], settings: Tr
 
 
 def train_step(wrapped: nn.Module, model: nn.Module, rows: Sequence[TokenizedExample], settings: TrainSettings,
-               hooks: Hooks, optimizer: torch.optim.Optimizer, pad_id: int, device: torch.device
+               hooks: Hooks, pad_id: int, device: torch.device
                ) -> tuple[float, int, float | None]:
-    """Forward and backward over this rank's rows in micro-batches, then one optimiser step.
+    """Forward and backward over this rank's rows in micro-batches, then clip (the caller steps the optimisers).
 
     Returns (mean row loss of the global batch, real tokens this rank processed, gradient norm before clipping)."""
     _, world = distributed.group_rank_and_size()
     micro_batches = _split(rows, settings.grad_accum_steps)
-    optimizer.zero_grad(set_to_none=True)
+    for param in trainable(model).values():
+        param.grad = None
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     n_tokens = 0
     for i, chunk in enumerate(micro_batches):
@@ -317,7 +360,6 @@ def train_step(wrapped: nn.Module, model: nn.Module, rows: Sequence[TokenizedExa
     grad_norm = None
     if settings.max_grad_norm:
         grad_norm = torch.nn.utils.clip_grad_norm_(list(trainable(model).values()), settings.max_grad_norm).item()
-    optimizer.step()
     total = distributed.all_reduce_sum(loss_sum)
     return (total / settings.batch_size).item(), n_tokens, grad_norm
 
