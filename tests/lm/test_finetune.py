@@ -36,6 +36,7 @@ def test_full_finetuning_end_to_end_loads_with_plain_transformers(micro_lm, tmp_
     summary = json.loads((tmp_path / "full" / "summary.json").read_text())
     assert summary["after"]["held_out_loss"] < summary["before"]["held_out_loss"]
     assert summary["steps"] == 8 and summary["resumed_from_step"] == 0 and len(summary["samples"]) == 2
+    assert 0 <= summary["before"]["exact_match"] <= 1 and 0 <= summary["after"]["exact_match"] <= 1
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "full" / "model")
     assert model.config.vocab_size > 0
     assert not (tmp_path / "full" / "checkpoint").exists()  # removed once the model is saved
@@ -122,3 +123,11 @@ def test_the_finetuned_checkpoint_of_a_config_is_trained_once(micro_lm, monkeypa
     first = finetuned_model(config)
     assert finetuned_model(config) == first and len(calls) == 1
     assert first.name == "adapter" and (first / "adapter_config.json").is_file()
+
+
+def test_exact_match_ignores_surrounding_whitespace_only():
+    from tunelens.lm.examples import Example
+    from tunelens.lm.finetune import exact_match
+
+    examples = [Example("q", " Mia."), Example("q", " Leo."), Example("q", " Ivy.")]
+    assert exact_match([" Mia. ", "Leo", " ivy."], examples) == 1 / 3  # "Leo" lacks the dot, "ivy." the capital

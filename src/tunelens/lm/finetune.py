@@ -127,13 +127,18 @@ def finetune(config: FinetuneConfig, run: Run, device: torch.device) -> dict[str
             f"examples, {config.adapter} fine-tuning of {n_trainable:,} parameters, {config.train.steps} steps of "
             f"{config.train.batch_size} over {distributed.world_size()} process(es)")
     before = mean_loss(model, eval_rows, pad_id, config.train.eval_batch_size, device=device)
-    run.log(f"held-out completion loss before: {before:.4f}")
+    accuracy_before = exact_match(greedy_answers(model, tokenizer, eval_examples, config), eval_examples)
+    run.log(f"held-out completion loss before: {before:.4f}, exact answers {accuracy_before:.3f}")
     checkpoint_dir = run.dir / CHECKPOINT
     result = train(model, train_rows, config.train, pad_id=pad_id, seed=config.seed, device=device,
                    eval_rows=eval_rows, run=run, checkpoint_dir=checkpoint_dir, fingerprint=fingerprint(config))
     after = mean_loss(model, eval_rows, pad_id, config.train.eval_batch_size, device=device)
-    run.log(f"held-out completion loss after: {after:.4f} ({after / before:.3f} of before)")
-    samples = answer_samples(model, tokenizer, eval_examples[: config.n_samples], config)
+    answers = greedy_answers(model, tokenizer, eval_examples, config)
+    accuracy_after = exact_match(answers, eval_examples)
+    run.log(f"held-out completion loss after: {after:.4f} ({after / before:.3f} of before), exact answers "
+            f"{accuracy_after:.3f}")
+    samples = [{"prompt_end": e.prompt[-60:], "expected": e.completion, "answer": a}
+               for e, a in zip(eval_examples[: config.n_samples], answers)]
     saved = None
     if distributed.is_writer():
         from tunelens.lm.figures import plot_training_curve
@@ -145,7 +150,8 @@ def finetune(config: FinetuneConfig, run: Run, device: torch.device) -> dict[str
     distributed.barrier()
     if distributed.is_writer():
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: the saved model replaces it
-    return {"before": {"held_out_loss": before}, "after": {"held_out_loss": after},
+    return {"before": {"held_out_loss": before, "exact_match": accuracy_before},
+            "after": {"held_out_loss": after, "exact_match": accuracy_after},
             "loss_ratio": after / before, "steps": result.steps, "resumed_from_step": result.resumed_from,
             "final_train_loss": result.final_train_loss, "eval_history": result.eval_history,
             "train_seconds": round(result.train_seconds, 2), "tokens_per_second": round(result.tokens_per_second, 1),
@@ -158,17 +164,22 @@ def fingerprint(config: FinetuneConfig) -> str:
     return config_hash({k: v for k, v in config.model_dump(mode="json").items() if k != "device"})
 
 
-def answer_samples(model, tokenizer, examples: list[Example], config: FinetuneConfig) -> list[dict[str, str]]:
-    """Greedy answers to a few held-out prompts, stopped at the end of the line."""
+def greedy_answers(model, tokenizer, examples: list[Example], config: FinetuneConfig, batch_size: int = 64
+                   ) -> list[str]:
+    """The model's greedy continuation of each prompt, stopped at the end of the line."""
     from tunelens.lm.examples import encode_prompt
     from tunelens.lm.generation import sample
 
-    if not examples:
-        return []
     ids = [encode_prompt(tokenizer, e.prompt, config.chat) if e.prompt else tokenizer("")["input_ids"]
            for e in examples]
-    answers = sample(model, tokenizer, prompt_ids=ids, max_new_tokens=16, temperature=0, stop=["\n"])
-    return [{"prompt_end": e.prompt[-60:], "expected": e.completion, "answer": a} for e, a in zip(examples, answers)]
+    return [answer for start in range(0, len(ids), batch_size)
+            for answer in sample(model, tokenizer, prompt_ids=ids[start:start + batch_size], max_new_tokens=16,
+                                 temperature=0, stop=["\n"])]
+
+
+def exact_match(answers: list[str], examples: list[Example]) -> float:
+    """Share of answers equal to the expected completion, surrounding whitespace ignored."""
+    return sum(a.strip() == e.completion.strip() for a, e in zip(answers, examples)) / max(len(examples), 1)
 
 
 def save_result(model, tokenizer, run_dir: Path, config: FinetuneConfig, source: str) -> str:
