@@ -58,6 +58,17 @@ def _spd(name: str, summary: str) -> Experiment:
     return Experiment(name, "spd", "tunelens.spd.configs:SpdConfig", "tunelens.spd.train:run", summary)
 
 
+def _caps(name: str, summary: str) -> Experiment:
+    return Experiment(name, "routing", "tunelens.routing.train:CapsConfig", "tunelens.routing.train:run", summary)
+
+
+def _caps_experiments() -> list[Experiment]:
+    return [
+        _caps("caps", "Gradient routing on ALL-CAPS stories: dual MLP adapters, labeled-bad and labeled-good steps"),
+        _caps("caps-norouting", "The control of caps: same data and adapters, no labels (every row trains both)"),
+    ]
+
+
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in [
@@ -80,6 +91,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         Experiment("output-control-finetune", "control", "tunelens.control.finetune:OutputControlFinetuneConfig",
                    "tunelens.control.finetune:run",
                    "LoRA fine-tuning for output control with a TVD loss at the answer position; held-out before/after"),
+        *_caps_experiments(),
     ]
 }
 
