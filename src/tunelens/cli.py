@@ -47,6 +47,7 @@ def run_command(
     wandb: Annotated[Optional[str], typer.Option("--wandb", help="Also log to this W&B project.")] = None,
 ) -> None:
     """Run experiments; each writes config.yaml, metrics.jsonl, summary.json, figures/ and log.txt."""
+    from tunelens.distributed import is_writer
     from tunelens.registry import get_experiment
     from tunelens.runs import default_run_dir, run_experiment
 
@@ -70,7 +71,8 @@ def run_command(
             planned.append((experiment, resolved, run_dir))
         for experiment, resolved, run_dir in planned:
             summary = run_experiment(experiment, resolved, run_dir, wandb_project=wandb)
-            typer.echo(f"{experiment.name}: {run_dir}  ({_headline(summary)})")
+            if is_writer():  # under torchrun, once
+                typer.echo(f"{experiment.name}: {run_dir}  ({_headline(summary)})")
     except UsageError as err:
         fail(str(err))
     except KeyboardInterrupt:
