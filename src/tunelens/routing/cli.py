@@ -50,3 +50,24 @@ def check_solutions_command(
     typer.echo(f"{len(rows)} solutions: first test {counts['first_test']}, all tests {counts['all_tests']}, "
                f"reward hacks {counts['reward_hack']}, timed out {counts['timed_out']}; {seconds:.1f}s "
                f"({2 * len(rows) / seconds:.1f} programs/s, {sandbox.workers} workers) -> {out}")
+
+
+def _fail(err: UsageError) -> typer.Exit:
+    typer.echo(f"error: {err}", err=True)
+    return typer.Exit(2)
+
+
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="A caps run directory (with adapters/).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the merged transformers model.")],
+) -> None:
+    """The good LoRA adapter merged into the base weights, the bad one dropped: a plain transformers model
+    with the logits of the run's bad_ablated mode."""
+    from tunelens.routing.export import export_run
+
+    try:
+        saved = export_run(run_dir, out)
+    except UsageError as err:
+        raise _fail(err) from None
+    typer.echo(f"exported {run_dir} (good merged, bad dropped) -> {saved}")
