@@ -139,3 +139,36 @@ def test_bad_input_is_one_line_exit_2(micro_lm, tmp_path, extra, fragment):
     result = caps_run("caps", micro_lm[0], tmp_path / "run", *extra)
     assert result.exit_code == 2 and fragment in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_routing_eval_caches_by_run_and_mode(micro_lm, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tunelens.cli import app
+    from tunelens.routing import train as caps_train
+
+    assert caps_run("caps", micro_lm[0], tmp_path / "run").exit_code == 0
+    plan = tmp_path / "eval.yaml"
+    plan.write_text("runs:\n  - {name: a, run_dir: run, modes: [full, bad_ablated]}\n"
+                    "eval: {n_prompts: 2, max_new_tokens: 3, batch_size: 2}\n")
+    result = CliRunner().invoke(app, ["routing", "eval", str(plan)])
+    assert result.exit_code == 0, result.output
+    cache = json.loads((tmp_path / "routing_eval.json").read_text())
+    assert set(cache) == {"a"} and set(cache["a"]) == {"full", "bad_ablated"}
+    assert (tmp_path / "routing_eval.png").is_file()
+    # the same numbers as the run itself measured (same stories, same seed), so the cache holds real results
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert cache["a"]["full"]["caps_loss"] == pytest.approx(summary["modes"]["full"]["caps_loss"], rel=1e-5)
+    # cached entries are not recomputed; a new mode is, and --force recomputes everything
+    calls = []
+    real = caps_train.evaluate_modes
+    monkeypatch.setattr(caps_train, "evaluate_modes", lambda *a, **k: calls.append(a[3].modes) or real(*a, **k))
+    plan.write_text(plan.read_text().replace("[full, bad_ablated]", "[full, bad_ablated, base]"))
+    assert CliRunner().invoke(app, ["routing", "eval", str(plan)]).exit_code == 0
+    assert calls == [["base"]]
+    assert CliRunner().invoke(app, ["routing", "eval", str(plan), "--force"]).exit_code == 0
+    assert calls[1:] == [["full"], ["bad_ablated"], ["base"]]
+    bad_plan = tmp_path / "bad.yaml"
+    bad_plan.write_text("runs:\n  - {name: b, run_dir: nowhere}\n")
+    result = CliRunner().invoke(app, ["routing", "eval", str(bad_plan)])
+    assert result.exit_code == 2 and "not a caps run directory" in result.output
