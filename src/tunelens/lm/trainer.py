@@ -21,6 +21,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -253,8 +254,10 @@ class Optimizers:
         for name, optimizer in self.optimizers.items():
             if active is None or name in active:
                 optimizer.step()
-        for scheduler in self.schedulers.values():
-            scheduler.step()
+        with warnings.catch_warnings():  # a group that has not stepped yet makes torch warn about the order
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            for scheduler in self.schedulers.values():
+                scheduler.step()
 
     def lr(self) -> float:
         return next(iter(self.schedulers.values())).get_last_lr()[0]
