@@ -90,3 +90,33 @@ def eval_command(
             low, high = values["caps_rate_ci"]
             typer.echo(f"{name:>16} {mode:>12}: caps loss {values['caps_loss']:.3f}, held-out loss "
                        f"{values['held_out_loss']:.3f}, caps rate {values['caps_rate']:.3f} [{low:.3f}, {high:.3f}]")
+
+
+@app.command("orthogonality")
+def orthogonality_command(
+    run_dir: Annotated[Path, typer.Argument(help="A caps run directory (with adapters/).")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Figure path (default RUN_DIR/figures/"
+                                                "orthogonality.png); the table goes beside it as JSON.")] = None,
+) -> None:
+    """Principal angles between the good and bad branches' subspaces per module, and the cosine of their
+    flattened updates: a table and a figure."""
+    from tunelens.routing.export import load_routed
+    from tunelens.routing.figures import plot_orthogonality
+    from tunelens.routing.orthogonality import orthogonality_table
+    from tunelens.runs import write_json
+
+    try:
+        model, settings = load_routed(run_dir)
+    except UsageError as err:
+        raise _fail(err) from None
+    rows = orthogonality_table(model)
+    if not rows:
+        raise _fail(UsageError(f"{run_dir}: no module has both a good and a bad branch"))
+    figure = out or Path(run_dir) / "figures" / "orthogonality.png"
+    plot_orthogonality(rows, figure, title=f"{Path(run_dir).name}: good vs bad {settings.kind} branches")
+    write_json(figure.with_suffix(".json"), rows)
+    typer.echo(f"{'module':<40} {'min angle':>9} {'mean angle':>10} {'update cos':>10}")
+    for row in rows:
+        typer.echo(f"{row['module']:<40} {row['min_angle_deg']:>9.2f} {row['mean_angle_deg']:>10.2f} "
+                   f"{row['update_cosine']:>10.4f}")
+    typer.echo(f"-> {figure}")

@@ -49,3 +49,26 @@ def plot_comparison(runs: dict[str, dict[str, dict[str, Any]]], out_path: Path, 
     fig.savefig(out_path, dpi=120)
     plt.close(fig)
     return out_path
+
+
+def plot_orthogonality(rows: list[dict[str, Any]], out_path: Path, title: str = "good vs bad branches") -> Path:
+    """Per adapted module: the smallest and mean principal angle, and the cosine of the flattened updates."""
+    names = [row["module"].replace("model.layers.", "L") for row in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 0.5 * len(rows) + 4), 3.8))
+    xs = range(len(rows))
+    left.bar([x - 0.2 for x in xs], [row["min_angle_deg"] or 0 for row in rows], 0.4, label="smallest")
+    left.bar([x + 0.2 for x in xs], [row["mean_angle_deg"] or 0 for row in rows], 0.4, label="mean")
+    left.axhline(90, color="grey", lw=0.8, ls="--")
+    left.set_ylabel("principal angle (degrees)")
+    left.legend(frameon=False, fontsize=8)
+    right.bar(xs, [row["update_cosine"] for row in rows])
+    right.set_ylabel("cosine of flattened updates")
+    for ax in (left, right):
+        ax.set_xticks(list(xs), names, rotation=60, ha="right", fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path
