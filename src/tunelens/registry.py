@@ -66,6 +66,10 @@ def _caps_experiments() -> list[Experiment]:
     return [
         _caps("caps", "Gradient routing on ALL-CAPS stories: dual MLP adapters, labeled-bad and labeled-good steps"),
         _caps("caps-norouting", "The control of caps: same data and adapters, no labels (every row trains both)"),
+        _caps("caps-dispersed", "caps with labeled-good steps on 20 % of clean stories (bad adapter ablated)"),
+        _caps("caps-postablation", "caps, then the good adapter alone fine-tuned on known-good stories, bad ablated"),
+        _caps("caps-frontload", "caps with steps on labeled-bad stories alone first"),
+        _caps("caps-lora", "caps with dual LoRA adapters on the 7 projections instead of MLP adapters"),
     ]
 
 
