@@ -101,7 +101,7 @@ def test_evaluate_modes_scales_only_change_adapted_modes(micro_lm):
 
 MICRO_RUN = ["--set", "n_train_stories=48", "--set", "n_eval_stories=6", "--set", "train.steps=4",
              "--set", "train.batch_size=8", "--set", "eval.n_prompts=4", "--set", "eval.max_new_tokens=4",
-             "--set", "max_len=32", "--device", "cpu"]
+             "--set", "max_len=32", "--set", "adapter.layers=null", "--device", "cpu"]
 
 
 def caps_run(name, model_dir, out, *extra):
