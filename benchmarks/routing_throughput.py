@@ -9,7 +9,8 @@ at 128 tokens):
 1. batched routing: dual LoRA adapters (rank 8 each, the 7 projections of the last half of the layers), the
    routing hooks, `--batch-size` rows per optimiser step;
 2. one example per step: the same model and hooks with batch size 1 (the original scheme);
-3. plain LoRA: one peft LoRA adapter (rank 16 = both branches' ranks together, same modules), the batch size of 1.
+3. plain LoRA: one peft LoRA adapter (rank 16 = both branches' ranks together, same modules), the same batch
+   size as case 1.
 
 They run in alternating blocks so that drift of the machine hits all of them; the medians over `repeats` blocks
 and the ratios are printed with the load average before and after.
