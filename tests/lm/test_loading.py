@@ -84,3 +84,13 @@ def test_tiny_stories_names_the_locally_pretrained_model(monkeypatch, tmp_path):
 
     monkeypatch.setattr(pretrain, "tiny_story_model", lambda: tmp_path)
     assert loading.resolve_name("tiny-stories") == str(tmp_path)
+
+
+def test_a_directory_that_is_not_a_model_is_one_clear_error(tmp_path):
+    from tunelens.config import UsageError
+    from tunelens.lm.loading import load_model, load_tokenizer
+
+    (tmp_path / "notes.txt").write_text("not a model")
+    for load in (load_model, lambda path: load_tokenizer(path, padding_side="right")):
+        with pytest.raises(UsageError, match="is a directory but not a Hugging Face model"):
+            load(tmp_path)

@@ -31,7 +31,7 @@ def load_tokenizer(name_or_path: str | Path, padding_side: PaddingSide):
 
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, name_or_path)
+    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, name_or_path, TOKENIZER_FILES)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
@@ -109,10 +109,20 @@ def resolve_name(name_or_path: str | Path) -> str:
     return text
 
 
-def _from_pretrained(loader: Callable[..., Any], name: str | Path, **kwargs: Any) -> Any:
+MODEL_FILES = ("config.json",)
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
+
+
+def _from_pretrained(loader: Callable[..., Any], name: str | Path, markers: tuple[str, ...] = MODEL_FILES,
+                     **kwargs: Any) -> Any:
     name = str(name)
     source = resolve_name(name)
     if Path(source).is_dir():
+        # without these files transformers ends in a tokenizer-conversion message that names neither the problem
+        # nor the directory
+        if not any((Path(source) / marker).is_file() for marker in markers):
+            raise UsageError(f"{name} is a directory but not a Hugging Face model (no {' or '.join(markers)}); pass "
+                             "a directory that save_pretrained wrote, an alias or a hub id")
         return loader(source, **kwargs)
     snapshot = cached_snapshot(source)
     if snapshot is not None:
