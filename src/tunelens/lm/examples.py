@@ -78,24 +78,29 @@ def parse_example(record: Any, where: str) -> Example:
                      f"{sorted(record)}")
 
 
-def read_examples(path: str | Path) -> list[Example]:
-    """Every line of a JSONL file; the first malformed line stops with its file and line number."""
+def read_jsonl(path: str | Path, what: str = "examples") -> list[tuple[str, Any]]:
+    """(where, record) for every non-empty line of a JSONL file, `where` being "file:line" for error messages; a
+    missing file, an unreadable line or an empty file is one line naming it."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"examples file not found: {path}")
-    examples = []
+        raise UsageError(f"{what} file not found: {path}")
+    records = []
     with path.open() as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                records.append((f"{path}:{number}", json.loads(line)))
             except json.JSONDecodeError as err:
                 raise UsageError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            examples.append(parse_example(record, f"{path}:{number}"))
-    if not examples:
-        raise UsageError(f"{path}: no examples")
-    return examples
+    if not records:
+        raise UsageError(f"{path}: no {what}")
+    return records
+
+
+def read_examples(path: str | Path) -> list[Example]:
+    """Every line of a JSONL file; the first malformed line stops with its file and line number."""
+    return [parse_example(record, where) for where, record in read_jsonl(path, "examples")]
 
 
 # ---------------------------------------------------------------------------------------------- rendering

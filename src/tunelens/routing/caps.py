@@ -9,11 +9,11 @@ decisions alone, as in the original's per-index Bernoullis.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from tunelens.config import UsageError
+from tunelens.lm.examples import read_jsonl
 from tunelens.routing.adapters import ROUTE_BAD, ROUTE_BOTH, ROUTE_GOOD
 
 MIN_LETTERS = 10
@@ -54,23 +54,12 @@ def opening(story: str, n_words: int = 3) -> str:
 
 def read_stories(path: str | Path) -> list[str]:
     """Stories from a JSONL file: a `story` or `text` field per line (SimpleStories uses `story`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"story file not found: {path}")
     stories = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UsageError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    for where, record in read_jsonl(path, "story"):
         text = next((record[k] for k in TEXT_FIELDS if isinstance(record, dict) and isinstance(record.get(k), str)),
                     None)
         if text is None:
             keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-            raise UsageError(f"{path}:{number}: no 'story' or 'text' field (got {keys})")
+            raise UsageError(f"{where}: no 'story' or 'text' field (got {keys})")
         stories.append(text)
-    if not stories:
-        raise UsageError(f"{path}: no stories")
     return stories
