@@ -181,6 +181,7 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
     held_out = mean_loss(model, micro_rows(10, seed=1), pad_id=0)
     if rank == 0:
         torch.save({"weights": weights(model), "held_out": held_out}, out)
+    distributed.barrier()  # leave the group together: a rank that tears down alone can abort its peer's gloo threads
     distributed.teardown()
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import time
 import warnings
@@ -255,7 +256,7 @@ class Optimizers:
             if active is None or name in active:
                 optimizer.step()
         with warnings.catch_warnings():  # a group that has not stepped yet makes torch warn about the order
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
             for scheduler in self.schedulers.values():
                 scheduler.step()
 
