@@ -75,3 +75,19 @@ def test_training_rows_and_targets_line_up():
     assert given_ids.tolist() == [[11, 12], [-1, -1]] and torch.allclose(shares, torch.tensor([[0.3, 0.7], [0.7, 0.3]]))
     rows = training_rows([[1, 2, 3], [1, 2]], start_index=5)
     assert [r.index for r in rows] == [5, 6] and rows[0].loss_mask == [0, 0, 1]
+
+
+def test_training_words_never_include_a_held_out_word(micro):
+    from tunelens.control.data import sad_words
+    from tunelens.control.finetune import training_and_held_out_words, vocabulary_words
+    from tunelens.control.samples import split_words
+
+    _, tokenizer = micro
+    _, eval_half = split_words(sad_words(), 0.5, 0)
+    listed, held_out = training_and_held_out_words(tokenizer, "list", 0.5, 0, "My answer is:")
+    vocabulary, held_out_again = training_and_held_out_words(tokenizer, "vocabulary", 0.5, 0, "My answer is:")
+    assert held_out == held_out_again and set(held_out) <= set(eval_half)
+    assert not set(listed) & set(held_out) and not set(vocabulary) & set(held_out)
+    assert set(listed) <= set(vocabulary)  # the vocabulary adds the tokenizer's other words
+    assert len(vocabulary) > len(listed) and all(w.isalpha() for w in vocabulary)
+    assert vocabulary_words(tokenizer) == sorted(set(vocabulary_words(tokenizer)))

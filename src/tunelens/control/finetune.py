@@ -59,6 +59,9 @@ class OutputControlFinetuneConfig(TunelensConfig):
     loss: LossKind = Field("tvd", description="tvd or kl, over [word1, word2, rest] at the answer position.")
     train_cases: list[Case] = Field(default_factory=lambda: list(CASES), min_length=1, description="Cases trained.")
     eval_cases: list[Case] = Field(default_factory=lambda: list(CASES), min_length=1, description="Cases evaluated.")
+    train_words: Literal["list", "vocabulary"] = Field(
+        "list", description="Words training pairs are drawn from: the training half of the word list, or every "
+        "letter-only word the tokenizer spells as one token after the prefill, except the held-out half of the list.")
     n_train_items: PositiveInt = Field(50, description="Training word pairs / seeds per case (10 samples each).")
     n_eval_items: PositiveInt = Field(10, description="Held-out word pairs / seeds per case (10 samples each).")
     eval_frac: float = Field(0.5, gt=0, lt=1, description="Share of the word list held out for evaluation.")
@@ -103,6 +106,29 @@ def row_loss_hook(given_ids: torch.Tensor, shares: torch.Tensor, word_tokens: to
     return row_loss
 
 
+def vocabulary_words(tokenizer) -> list[str]:
+    """Distinct letter-only token texts of the tokenizer, sorted (candidates for training pairs)."""
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return sorted({t.strip() for t in texts if t.strip().isalpha()})
+
+
+def training_and_held_out_words(tokenizer, source: str, eval_frac: float, seed: int, prefill: str
+                                ) -> tuple[list[str], list[str]]:
+    """Single-token words to draw training and held-out pairs from; no held-out word is ever a training word."""
+    from tunelens.control.data import sad_words
+    from tunelens.control.evaluate import usable_words
+    from tunelens.control.samples import split_words
+
+    train_words, eval_words = split_words(sad_words(), eval_frac, seed)
+    if source == "vocabulary":
+        held_out = set(eval_words)
+        train_words = [w for w in vocabulary_words(tokenizer) if w not in held_out]
+    usable_train = usable_words([tokenizer], train_words, prefill)
+    usable_eval = usable_words([tokenizer], eval_words, prefill)
+    assert not set(usable_train) & set(usable_eval), "a held-out word among the training words"
+    return usable_train, usable_eval
+
+
 def train_settings(config: OutputControlFinetuneConfig, n_rows: int) -> TrainSettings:
     o = config.optim
     steps = max(1, math.ceil(o.epochs * n_rows / o.batch_size))
@@ -123,11 +149,11 @@ def fingerprint(config: OutputControlFinetuneConfig) -> str:
 def run(config: OutputControlFinetuneConfig, run: Run) -> dict[str, Any]:
     from tunelens.control import figures
     from tunelens.control.data import sad_words, write_gzip_json
-    from tunelens.control.evaluate import evaluate_model, n_single_token_words, references, usable_words
+    from tunelens.control.evaluate import evaluate_model, n_single_token_words, references
     from tunelens.control.models import load
     from tunelens.control.probe import answer_tokens, vocab_index
     from tunelens.control.prompts import encode_samples, prompt_style
-    from tunelens.control.samples import default_samples, split_words
+    from tunelens.control.samples import default_samples
     from tunelens.control.scoring import summarise
     from tunelens.lm.adapters import add_lora, save_adapter
     from tunelens.lm.trainer import Hooks, mean_loss, train
@@ -135,12 +161,12 @@ def run(config: OutputControlFinetuneConfig, run: Run) -> dict[str, Any]:
     device = resolve_device(config.device)
     style = prompt_style(config.prompt_style, config.prefill)
     model, tokenizer, source = load(config.model, config.dtype, device)
-    train_words, eval_words = split_words(sad_words(), config.eval_frac, config.sample_seed)
-    usable_train = usable_words([tokenizer], train_words, style.prefill)
-    usable_eval = usable_words([tokenizer], eval_words, style.prefill)
+    usable_train, usable_eval = training_and_held_out_words(tokenizer, config.train_words, config.eval_frac,
+                                                            config.sample_seed, style.prefill)
     n_words = n_single_token_words(tokenizer, style.prefill)
-    run.log(f"{config.model} ({source}): {n_words} of {len(sad_words())} words are one token after "
-            f"{style.prefill!r}: {len(usable_train)} on the training side, {len(usable_eval)} held out")
+    run.log(f"{config.model} ({source}): {n_words} of {len(sad_words())} words of the list are one token after "
+            f"{style.prefill!r}, {len(usable_eval)} of them in the held-out half; {len(usable_train)} training "
+            f"words ({config.train_words})")
     if len(usable_train) < 2 or len(usable_eval) < 2:
         raise UsageError(f"{config.model}: too few single-token words to draw pairs from ({len(usable_train)} for "
                          f"training, {len(usable_eval)} held out)")
