@@ -70,8 +70,8 @@ def test_control_eval_uses_the_adapter_and_refuses_it_on_another_base(finetuned,
 
 
 def test_training_rows_and_targets_line_up():
-    samples = [Sample("given_words", 0, 30, 10, word1="sky", word2="sea"), Sample("random_words", 0, 70, 20, seed=7)]
-    given_ids, shares = target_table(samples, {"sky": 11, "sea": 12})
+    samples = [Sample("given_words", 0, 30, 10, word1="cat", word2="dog"), Sample("random_words", 0, 70, 20, seed=7)]
+    given_ids, shares = target_table(samples, {"cat": 11, "dog": 12})
     assert given_ids.tolist() == [[11, 12], [-1, -1]] and torch.allclose(shares, torch.tensor([[0.3, 0.7], [0.7, 0.3]]))
     rows = training_rows([[1, 2, 3], [1, 2]], start_index=5)
     assert [r.index for r in rows] == [5, 6] and rows[0].loss_mask == [0, 0, 1]

@@ -15,10 +15,10 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{%
 
 def test_single_token_spellings_after_the_prefill(micro):
     _, tokenizer = micro
-    tokens = answer_tokens(tokenizer, ["about", "sky", "Canadian"], "My answer is:")
+    tokens = answer_tokens(tokenizer, ["about", "cat", "Norwegian"], "My answer is:")
     assert tokens["about"] == tokenizer(" about", add_special_tokens=False)["input_ids"][0]
-    assert len(tokenizer(" Canadian", add_special_tokens=False)["input_ids"]) > 1
-    assert tokens["Canadian"] is None
+    assert len(tokenizer(" Norwegian", add_special_tokens=False)["input_ids"]) > 1
+    assert tokens["Norwegian"] is None
 
 
 def test_left_padded_probs_match_the_shared_next_token_probs(micro):

@@ -30,7 +30,8 @@ def test_the_word_list_is_sads_and_shipped_compressed():
     for path in DATA_DIR.iterdir():
         if path.suffix != ".md":
             assert path.name.endswith(".gz") and path.read_bytes()[:2] == b"\x1f\x8b", path  # gzip magic
-    assert "sky" not in (DATA_DIR / "README.md").read_text()
+    first_pair = fixture()["sad_n10"]["word_pairs"][0]
+    assert not [w for w in first_pair if f" {w} " in (DATA_DIR / "README.md").read_text()]
     assert sad_prompts()["prefill"] == "My answer is:"  # no trailing space, as SAD
 
 
@@ -53,7 +54,7 @@ def test_each_item_makes_the_ten_samples_of_the_grid():
     given = [s for s in samples if s.case == "given_words"]
     first = [(s.p, s.q, s.r) for s in given if s.item == 0]
     assert first == [(p, 100 - p, r) for p in (30, 40, 50, 60, 70) for r in (10, 20)]
-    assert given[0].words == ("sky", "Canadian")
+    assert list(given[0].words) == fixture()["sad_n10"]["word_pairs"][0]
     random_first = [s for s in samples if s.case == "random_words"][0]
     assert random_first.seed == fixture()["sad_n10"]["not_given_seeds"][0] and random_first.word1 is None
     icl = [s for s in samples if s.case == "icl_random_words"]
@@ -95,4 +96,4 @@ def test_an_unknown_case_is_one_clear_error():
 
 def test_too_few_words_for_the_pairs_asked_for():
     with pytest.raises(UsageError, match="only 2 ordered pair"):
-        default_samples(["sky", "sea"], 3, "eval", seed=0, cases=["given_words"])
+        default_samples(["cat", "dog"], 3, "eval", seed=0, cases=["given_words"])

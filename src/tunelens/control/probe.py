@@ -1,8 +1,8 @@
 """Reading a model's next-token distribution at the answer position, many prompts per forward pass.
 
 Per batch: one forward pass over left-padded prompts, logits at the final position only, the softmax over the
-full vocabulary, then the probabilities of tokens that differ only by surrounding whitespace (" sky", "sky",
-"sky\\n") summed into one entry per word (`merged[b, key] = Σ_{token: strip(text(token)) = key} probs[b, token]`,
+full vocabulary, then the probabilities of tokens that differ only by surrounding whitespace (" cat", "cat",
+"cat\\n") summed into one entry per word (`merged[b, key] = Σ_{token: strip(text(token)) = key} probs[b, token]`,
 one `index_add_`). From the merged distribution: the top-k entries, the two most likely entries made of letters
 only (what the random cases can answer), and the exact merged probability of each requested word.
 

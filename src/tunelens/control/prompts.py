@@ -3,7 +3,7 @@
 Two wordings: `tunelens` (the default, the project's own text, below) and `sad` (SAD's templates and in-context
 examples, decoded from the package data; the ICL case uses the five distribution examples as logit_control did).
 The own wording names the given words without quotes, so a word in the question is the same token as the word
-after the prefill (a quoted 'sky' is another token than the answer " sky" in byte-level BPE).
+after the prefill (a quoted 'cat' is another token than the answer " cat" in byte-level BPE).
 
 Rendering follows the model:
 - base models (no chat template, or `chat: never`): every message's text joined with a blank line, then the
