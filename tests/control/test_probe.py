@@ -1,4 +1,3 @@
-import pytest
 import torch
 
 from tunelens.control.data import sad_words
@@ -6,7 +5,7 @@ from tunelens.control.probe import answer_tokens, probe, vocab_index
 from tunelens.control.prompts import encode_samples, messages, prompt_style, render
 from tunelens.control.samples import default_samples
 from tunelens.lm.batching import pad_batch
-from tunelens.lm.scoring import left_padded_next_token_probs, next_token_probs
+from tunelens.lm.scoring import next_token_probs
 
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% if not loop.last or "
                  "m['role'] != 'assistant' %}<|end|>{% endif %}{% endfor %}"
@@ -21,14 +20,13 @@ def test_single_token_spellings_after_the_prefill(micro):
     assert tokens["Norwegian"] is None
 
 
-def test_left_padded_probs_match_the_shared_next_token_probs(micro):
+def test_final_position_logits_match_the_full_forward(micro):
+    """Left padding takes the final-position-only path, right padding the full one: the same distributions."""
     model, tokenizer = micro
     rows = tokenizer(["My answer is:", "Once upon a time there was a girl. My answer is:"])["input_ids"]
-    ids, mask = pad_batch(rows, tokenizer.pad_token_id, side="left")
-    assert torch.allclose(left_padded_next_token_probs(model, ids, mask), next_token_probs(model, ids, mask),
-                          atol=1e-6)
-    with pytest.raises(AssertionError, match="left padding"):
-        left_padded_next_token_probs(model, *pad_batch(rows, tokenizer.pad_token_id, side="right"))
+    left = next_token_probs(model, *pad_batch(rows, tokenizer.pad_token_id, side="left"))
+    right = next_token_probs(model, *pad_batch(rows, tokenizer.pad_token_id, side="right"))
+    assert torch.allclose(left, right, atol=1e-6)
 
 
 def test_the_batched_probe_equals_one_prompt_at_a_time(micro):

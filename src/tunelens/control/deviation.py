@@ -157,7 +157,7 @@ def generate_answers(model, tokenizer, prompts: list[list[int]], config: Deviati
 def reference_top_tokens(model, tokenizer, texts: list[str], top_n: int, batch_size: int,
                          device: torch.device | str) -> list[list[str]]:
     from tunelens.lm.batching import pad_batch
-    from tunelens.lm.scoring import left_padded_next_token_probs
+    from tunelens.lm.scoring import next_token_probs
 
     tops: list[list[str]] = []
     if not texts:
@@ -165,7 +165,7 @@ def reference_top_tokens(model, tokenizer, texts: list[str], top_n: int, batch_s
     encoded = tokenizer(texts)["input_ids"]
     for start in range(0, len(encoded), batch_size):
         ids, mask = pad_batch(encoded[start:start + batch_size], tokenizer.pad_token_id, side="left")
-        probs = left_padded_next_token_probs(model, ids.to(device), mask.to(device))
+        probs = next_token_probs(model, ids.to(device), mask.to(device))
         tops += [[tokenizer.decode([t]) for t in row] for row in probs.topk(top_n, dim=-1).indices.tolist()]
     return tops
 

@@ -19,11 +19,9 @@ Quantize = Literal["4bit", "8bit"] | None
 
 def resolve_source(name: str) -> str:
     """"tiny-stories" is the locally pretrained tiny model (trained on first use); anything else is passed on."""
-    if name == TINY:
-        from tunelens.lm.pretrain import tiny_story_model
+    from tunelens.lm.loading import TINY_STORIES, resolve_name
 
-        return str(tiny_story_model())
-    return name
+    return resolve_name(name) if name == TINY_STORIES else name
 
 
 def expected_source(name: str) -> str:

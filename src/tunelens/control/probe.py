@@ -21,7 +21,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from tunelens.lm.batching import pad_batch
-from tunelens.lm.scoring import left_padded_next_token_probs
+from tunelens.lm.scoring import next_token_probs
 
 UNUSED = "<unused id>"  # ids the model has but the tokenizer does not (padded embedding matrices)
 
@@ -106,7 +106,7 @@ def probe(model, prompts: Sequence[Sequence[int]], pad_id: int, index: VocabInde
     for start in range(0, n, batch_size):
         rows = order[start:start + batch_size]
         ids, mask = pad_batch([prompts[i] for i in rows], pad_id, side="left")
-        probs = left_padded_next_token_probs(model, ids.to(device), mask.to(device))
+        probs = next_token_probs(model, ids.to(device), mask.to(device))
         parts.append(read_merged(merge_variants(probs, index), index, target_keys[rows], top_k))
     inverse = torch.empty(n, dtype=torch.long)
     inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(n)

@@ -70,23 +70,16 @@ def next_token_probs(model, input_ids: Int[Tensor, "batch seq"], attention_mask:
                      ) -> Float[Tensor, "batch vocab"]:
     """Full-vocabulary next-token distribution after each row's last real token (one forward for the batch).
 
-    Position ids count real tokens only, so a left-padded row gives the distribution it would give alone."""
+    Position ids count real tokens only, so a left-padded row gives the distribution it would give alone. When
+    every row ends in a real token (left padding), only the final position's logits are computed: with a 150k
+    vocabulary the logits of every position of a long batch would not fit in memory, and they are not needed."""
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    if bool(attention_mask[:, -1].all()):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       logits_to_keep=1).logits
+        return logits[:, -1].float().softmax(-1)
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
     return logits_at(logits, last_real_positions(attention_mask)).float().softmax(-1)
-
-
-@torch.no_grad()
-def left_padded_next_token_probs(model, input_ids: Int[Tensor, "batch seq"], attention_mask: Int[Tensor, "batch seq"]
-                                 ) -> Float[Tensor, "batch vocab"]:
-    """`next_token_probs` for left-padded rows, with logits computed at the final position only
-    (`logits_to_keep=1`): with a 150k-token vocabulary, the logits of every position of a long batch would not
-    fit in memory, and they are thrown away anyway."""
-    assert bool(attention_mask[:, -1].all()), "every row must end in a real token (left padding)"
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   logits_to_keep=1).logits
-    return logits[:, -1].float().softmax(-1)
 
 
 def bootstrap_ci(values: Sequence[float] | Tensor, n_resamples: int = 2000, level: float = 0.95,
