@@ -96,6 +96,12 @@ EXPERIMENTS: dict[str, Experiment] = {
                    "tunelens.control.finetune:run",
                    "LoRA fine-tuning for output control with a TVD loss at the answer position; held-out before/after"),
         *_caps_experiments(),
+        Experiment("hops-train", "attribution", "tunelens.attribution.train:HopsTrainConfig",
+                   "tunelens.attribution.train:run",
+                   "Hops benchmark checkpoint pair: add the function tokens, fine-tune, logit-evaluate checkpoints"),
+        Experiment("hops-attribute", "attribution", "tunelens.attribution.attribute:HopsAttributeConfig",
+                   "tunelens.attribution.attribute:run",
+                   "Rank the hops training documents for each query with every method; retrieval metrics"),
     ]
 }
 

@@ -49,7 +49,9 @@ class TrainSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    steps: PositiveInt = Field(200, description="Optimiser steps.")
+    steps: PositiveInt = Field(200, description="Optimiser steps (unless `epochs` is set).")
+    epochs: PositiveFloat | None = Field(None, description="Passes over the training rows; when set, the steps are "
+                                         "ceil(epochs x rows / batch_size) and `steps` is ignored.")
     batch_size: PositiveInt = Field(16, description="Examples per optimiser step, all processes together.")
     grad_accum_steps: PositiveInt = Field(1, description="Micro-batches per step on each process.")
     lr: PositiveFloat = Field(1e-3, description="Peak learning rate (AdamW).")
@@ -62,6 +64,12 @@ class TrainSettings(BaseModel):
     checkpoint_every: NonNegativeInt = Field(50, description="Write a resumable checkpoint every this many steps; "
                                              "0 = never.")
     log_every: PositiveInt = Field(10, description="Log the training loss every this many steps.")
+
+    def for_rows(self, n_rows: int) -> TrainSettings:
+        """These settings with `steps` fixed for `n_rows` training rows (a no-op without `epochs`)."""
+        if self.epochs is None:
+            return self
+        return self.model_copy(update={"steps": max(1, math.ceil(self.epochs * n_rows / self.batch_size))})
 
 
 # ----------------------------------------------------------------------------------------------- hooks
@@ -89,6 +97,7 @@ class Hooks:
     around_batch: Callable[[nn.Module, Batch], AbstractContextManager] | None = None
     param_groups: ParamGroups | None = None
     groups_to_step: GroupsToStep | None = None
+    after_step: Callable[[int], None] | None = None  # called with the number of steps done, after each step
 
 
 @contextmanager
@@ -280,6 +289,7 @@ def train(model: nn.Module, train_rows: Sequence[TokenizedExample], settings: Tr
     """Train the model's trainable parameters in place; `stop_after` ends early after that many steps, as an
     interruption would (for tests of resuming)."""
     hooks = hooks or Hooks()
+    settings = settings.for_rows(len(train_rows))
     rank, world = distributed.group_rank_and_size()
     if settings.batch_size < world * settings.grad_accum_steps:
         raise UsageError(f"train.batch_size ({settings.batch_size}) must be at least processes x grad_accum_steps "
@@ -325,6 +335,8 @@ def train(model: nn.Module, train_rows: Sequence[TokenizedExample], settings: Tr
                 if distributed.is_writer():
                     save_checkpoint(checkpoint_dir, model, optimizers, done, fingerprint)
                 distributed.barrier()
+            if hooks.after_step is not None:
+                hooks.after_step(done)
             if bar is not None:
                 bar.update(status=f"loss {loss:.3f}")
             if stop_after is not None and done >= stop_after:

@@ -1,0 +1,1 @@
+"""Training-data attribution on the hops benchmark: checkpoint pair, logit evaluation, rankers, retrieval metrics."""
