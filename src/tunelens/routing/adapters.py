@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFlo
 from torch import Tensor, nn
 
 from tunelens.config import UsageError
+from tunelens.lm.layers import decoder_layers
 from tunelens.runs import load_tensors, save_tensors, write_json
 
 BRANCHES = ("good", "bad")
@@ -148,15 +149,6 @@ def _gated(live: Tensor, frozen: Tensor, gate: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- placement
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder stack: the ModuleList named `layers` (Llama, Qwen2, Gemma, OLMo-2 all use `model.layers`)."""
-    candidates = [m for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and name.endswith("layers")]
-    if len(candidates) != 1:
-        raise UsageError(f"cannot find the decoder layers of {type(model).__name__} (a single ModuleList "
-                         f"named '*layers'; found {len(candidates)})")
-    return candidates[0]
 
 
 def chosen_layers(n_layers: int, layers: Sequence[int] | None) -> list[int]:
