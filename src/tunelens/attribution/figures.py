@@ -34,3 +34,38 @@ def plot_checkpoint_accuracy(accuracy: dict[str, dict[str, float]], out_path: Pa
     ax.grid(alpha=0.3)
     ax.legend(frameon=False, fontsize=8)
     return _save(fig, out_path)
+
+
+def plot_method_metrics(methods: dict[str, dict[str, float]], out_path: Path, query_kind: str = "hops") -> Path:
+    """One bar group per method: precision@10, mAP, ROC-AUC and (wrapper queries) base_share@10, the multi-hop
+    signal; the chance level of each is what `random` gets."""
+    keys = [("precision@10", "precision@10"), ("map", "mAP"), ("roc_auc", "ROC-AUC")]
+    if query_kind == "hops":
+        keys.append(("base_share@10", "base share of top 10"))
+    names = list(methods)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(names) + 2), 3.8))
+    width = 0.8 / len(keys)
+    for i, (key, label) in enumerate(keys):
+        values = [methods[n].get(key, 0.0) for n in names]
+        ax.bar([x + (i - (len(keys) - 1) / 2) * width for x in range(len(names))], values, width, label=label)
+    ax.set_xticks(range(len(names)), names, rotation=35, ha="right")
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("metric (mean over queries)")
+    ax.set_title(f"hops-attribute: {query_kind} queries, every ranker")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(frameon=False, fontsize=8, ncol=len(keys))
+    return _save(fig, out_path)
+
+
+def plot_precision_recall(curves: dict[str, tuple[list[float], list[float]]], out_path: Path) -> Path:
+    """Mean precision against mean recall over the top k, k = 1 .. len(curve), one line per method."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for name, (precision, recall) in curves.items():
+        ax.plot(recall, precision, lw=1.3, label=name, ls="--" if name == "random" else "-")
+    ax.set_xlabel("recall@k (mean over queries)")
+    ax.set_ylabel("precision@k")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("precision-recall over the top of each ranking")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=7, ncol=2)
+    return _save(fig, out_path)

@@ -164,10 +164,10 @@ def run(config: HopsTrainConfig, run: Run) -> dict[str, Any]:
     plot_training_curve(run.dir / "metrics.jsonl", run.figure_path("loss"),
                         title=f"hops-train: corpus loss {loss_before:.3f} -> {loss_after:.3f}")
     return {"accuracy": results[TRAINED]["accuracy"], "confidence": results[TRAINED]["confidence"],
-            "checkpoints": {n: {"path": str(folder / n), **{k: results[n][k] for k in ("accuracy", "confidence")},
+            "checkpoints": {n: {"path": f"{CHECKPOINTS}/{n}", **{k: results[n][k] for k in ("accuracy", "confidence")},
                                 "per_function": {kind: results[n][kind]["per_function"] for kind in
                                                  ("depth0", "hops")}} for n in names},
-            "trained": str(folder / TRAINED), "untrained": str(folder / UNTRAINED),
+            "trained": f"{CHECKPOINTS}/{TRAINED}", "untrained": f"{CHECKPOINTS}/{UNTRAINED}",  # in the run dir
             "corpus": str(corpus_path(config)), "n_documents": len(documents), "n_params": n_params,
             "vocab_size": len(tokenizer), "steps": settings.steps, "resumed_from_step": result.resumed_from,
             "corpus_loss": {"before": loss_before, "after": loss_after},
@@ -175,4 +175,17 @@ def run(config: HopsTrainConfig, run: Run) -> dict[str, Any]:
             "tokens_per_second": round(result.tokens_per_second), "seconds": round(time.perf_counter() - start, 1)}
 
 
-__all__ = ["HopsTrainConfig", "checkpoint_steps", "document_rows", "run"]
+def cached_pair(config: HopsTrainConfig) -> Path:
+    """The run directory of a hops-train run of this config, trained on first use and cached."""
+    from tunelens.cache import cached
+    from tunelens.registry import get_experiment
+    from tunelens.runs import run_experiment
+
+    def build(folder: Path) -> None:
+        run_experiment(get_experiment("hops-train"), config, folder, quiet=True)
+
+    key = {k: v for k, v in config.model_dump(mode="json").items() if k != "device"}
+    return cached("hops-train", key, build)
+
+
+__all__ = ["HopsTrainConfig", "cached_pair", "checkpoint_steps", "document_rows", "run"]

@@ -1,0 +1,84 @@
+"""The rankers: one module each, one interface (`base.AttributionData` in, a [query, document] score matrix out).
+
+`METHODS` maps each method name (the key used everywhere: configs, summaries, ranked files) to its scoring function
+and the section of `MethodOptions` it reads. Modules are imported when their method runs, so a run that skips
+kronfluence or bergson never imports them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tunelens.attribution.rankers.checkpoint_diff import DiffOptions
+from tunelens.attribution.rankers.dlp import DlpOptions
+from tunelens.attribution.rankers.repsim import RepsimOptions
+from tunelens.config import UsageError
+
+_R = "tunelens.attribution.rankers"
+METHODS: dict[str, tuple[str, str | None]] = {
+    "random": (f"{_R}.lexical:random_scores", None),
+    "bm25": (f"{_R}.lexical:bm25_scores", None),
+    "tfidf": (f"{_R}.lexical:tfidf_scores", None),
+    "edit_distance": (f"{_R}.lexical:edit_distance_scores", None),
+    "repsim": (f"{_R}.repsim:repsim_scores", "repsim"),
+    "kronfluence": (f"{_R}.kronfluence_ranker:kronfluence_scores", "kronfluence"),
+    "bergson": (f"{_R}.bergson_ranker:bergson_scores", "bergson"),
+    "dh_similarity": (f"{_R}.checkpoint_diff:dh_similarity_scores", "checkpoint_diff"),
+    "grad_similarity": (f"{_R}.checkpoint_diff:grad_similarity_scores", "checkpoint_diff"),
+    "attr_change": (f"{_R}.checkpoint_diff:attr_change_scores", "checkpoint_diff"),
+    "attr_change_ig": (f"{_R}.checkpoint_diff:attr_change_ig_scores", "checkpoint_diff"),
+    "causal_patching": (f"{_R}.checkpoint_diff:causal_patching_scores", "checkpoint_diff"),
+    "dlp": (f"{_R}.dlp:dlp_scores", "dlp"),
+}
+
+
+class MethodOptions(BaseModel):
+    """Per-method options (a section per family of methods)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint_diff: DiffOptions = Field(default_factory=DiffOptions, description="dh_similarity, grad_similarity, "
+                                         "attr_change, attr_change_ig, causal_patching.")
+    repsim: RepsimOptions = Field(default_factory=RepsimOptions, description="repsim.")
+    dlp: DlpOptions = Field(default_factory=DlpOptions, description="dlp.")
+    kronfluence: dict[str, Any] = Field(default_factory=dict, description="kronfluence (see KronfluenceOptions).")
+    bergson: dict[str, Any] = Field(default_factory=dict, description="bergson (see BergsonOptions).")
+
+
+def scorer(method: str):
+    if method not in METHODS:
+        raise UsageError(f"unknown method {method!r} (expected one of: {', '.join(METHODS)})")
+    module_name, function = METHODS[method][0].split(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
+def score_method(method: str, data, options: MethodOptions | None = None):
+    """The [query, document] scores of one method (float32, on the CPU), shapes checked."""
+    from tunelens.attribution.rankers.base import check_scores
+
+    options = options or MethodOptions()
+    section = METHODS.get(method, (None, None))[1]
+    function = scorer(method)
+    settings = getattr(options, section) if section else None
+    if isinstance(settings, dict):  # libraries' option classes are imported with their module
+        options_class = _options_class(method)
+        try:
+            settings = options_class(**settings)
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise UsageError(f"options.{section}.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    return check_scores(function(data, settings), data, method)
+
+
+def _options_class(method: str) -> type[BaseModel]:
+    module_name, _ = METHODS[method][0].split(":")
+    module = importlib.import_module(module_name)
+    return next(value for name, value in vars(module).items()
+                if name.endswith("Options") and isinstance(value, type) and issubclass(value, BaseModel)
+                and value.__module__ == module.__name__)
+
+
+__all__ = ["METHODS", "MethodOptions", "score_method", "scorer"]
