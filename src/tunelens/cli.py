@@ -149,6 +149,7 @@ def _fmt(value: object) -> str:
 
 def _add_study_commands() -> None:
     """Study command groups; each module keeps its heavy imports inside its commands."""
+    from tunelens.attribution import cli as attribution_cli
     from tunelens.control import cli as control_cli
     from tunelens.lm import cli as lm_cli
     from tunelens.routing import cli as routing_cli
@@ -156,6 +157,7 @@ def _add_study_commands() -> None:
     lm_cli.register(app)
     app.add_typer(routing_cli.app, name="routing")
     app.add_typer(control_cli.app, name="control")
+    app.add_typer(attribution_cli.app, name="attribution")
 
 
 _add_study_commands()

@@ -56,6 +56,13 @@ class HopsAttributeConfig(TunelensConfig):
     options: MethodOptions = Field(default_factory=MethodOptions, description="Per-method options.")
     max_len: PositiveInt = Field(256, description="Longest document in tokens.")
 
+    @field_validator("corpus")
+    @classmethod
+    def _readable_corpus(cls, path: str | None) -> str | None:
+        from tunelens.attribution.train import check_corpus
+
+        return check_corpus(path)
+
     @field_validator("methods")
     @classmethod
     def _known(cls, names: list[str]) -> list[str]:

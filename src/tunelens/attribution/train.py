@@ -48,6 +48,8 @@ class HopsTrainConfig(TunelensConfig):
     n_heads: PositiveInt = Field(4, description="Tiny profile: attention heads.")
     d_mlp: PositiveInt = Field(512, description="Tiny profile: MLP width.")
     max_len: PositiveInt = Field(256, description="Longest document in tokens (longer ones are cut).")
+    eval_inputs: list[int] = Field(list(range(1, 101)), description="Inputs x of the logit evaluation's prompts "
+                                   "(the original: 1..100).")
     checkpoint_fractions: list[float] = Field([0.25, 0.5, 0.75], description="Fractions of training at which a "
                                               "checkpoint is saved and evaluated (the final one always is).")
     train: TrainSettings = Field(default_factory=lambda: TrainSettings(
@@ -61,12 +63,29 @@ class HopsTrainConfig(TunelensConfig):
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
         return value
 
+    @field_validator("corpus")
+    @classmethod
+    def _readable_corpus(cls, path: str | None) -> str | None:
+        return check_corpus(path)
+
     @field_validator("checkpoint_fractions")
     @classmethod
     def _fractions(cls, values: list[float]) -> list[float]:
         if any(not 0 < v < 1 for v in values):
             raise ValueError("checkpoint fractions must lie strictly between 0 and 1")
         return sorted(set(values))
+
+
+def check_corpus(path: str | None) -> str | None:
+    """A config's corpus is read when the config is loaded, so a malformed line stops the run before it starts."""
+    from tunelens.config import UsageError
+
+    if path is not None:
+        try:
+            read_corpus(path)
+        except UsageError as err:
+            raise ValueError(str(err)) from None
+    return path
 
 
 def corpus_path(config: HopsTrainConfig) -> Path:
@@ -129,7 +148,7 @@ def run(config: HopsTrainConfig, run: Run) -> dict[str, Any]:
 
     def evaluate(name: str) -> None:
         t0 = time.perf_counter()
-        results[name] = evaluate_both(model, tokenizer, pairs, device)
+        results[name] = evaluate_both(model, tokenizer, pairs, device, config.eval_inputs)
         results[name]["eval_seconds"] = round(time.perf_counter() - t0, 2)
         acc = results[name]["accuracy"]
         run.log(f"{name}: accuracy depth0 {acc['depth0']:.3f}, hops {acc['hops']:.3f}")

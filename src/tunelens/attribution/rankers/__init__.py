@@ -1,19 +1,20 @@
 """The rankers: one module each, one interface (`base.AttributionData` in, a [query, document] score matrix out).
 
 `METHODS` maps each method name (the key used everywhere: configs, summaries, ranked files) to its scoring function
-and the section of `MethodOptions` it reads. Modules are imported when their method runs, so a run that skips
-kronfluence or bergson never imports them.
+and the section of `MethodOptions` it reads. Scoring modules are imported when their method runs, and kronfluence
+and bergson themselves only inside their scoring functions, so a run that skips them never imports those libraries.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from tunelens.attribution.rankers.bergson_ranker import BergsonOptions
 from tunelens.attribution.rankers.checkpoint_diff import DiffOptions
 from tunelens.attribution.rankers.dlp import DlpOptions
+from tunelens.attribution.rankers.kronfluence_ranker import KronfluenceOptions
 from tunelens.attribution.rankers.repsim import RepsimOptions
 from tunelens.config import UsageError
 
@@ -44,8 +45,8 @@ class MethodOptions(BaseModel):
                                          "attr_change, attr_change_ig, causal_patching.")
     repsim: RepsimOptions = Field(default_factory=RepsimOptions, description="repsim.")
     dlp: DlpOptions = Field(default_factory=DlpOptions, description="dlp.")
-    kronfluence: dict[str, Any] = Field(default_factory=dict, description="kronfluence (see KronfluenceOptions).")
-    bergson: dict[str, Any] = Field(default_factory=dict, description="bergson (see BergsonOptions).")
+    kronfluence: KronfluenceOptions = Field(default_factory=KronfluenceOptions, description="kronfluence.")
+    bergson: BergsonOptions = Field(default_factory=BergsonOptions, description="bergson.")
 
 
 def scorer(method: str):
@@ -60,25 +61,9 @@ def score_method(method: str, data, options: MethodOptions | None = None):
     from tunelens.attribution.rankers.base import check_scores
 
     options = options or MethodOptions()
-    section = METHODS.get(method, (None, None))[1]
     function = scorer(method)
-    settings = getattr(options, section) if section else None
-    if isinstance(settings, dict):  # libraries' option classes are imported with their module
-        options_class = _options_class(method)
-        try:
-            settings = options_class(**settings)
-        except ValidationError as err:
-            first = err.errors()[0]
-            raise UsageError(f"options.{section}.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
-    return check_scores(function(data, settings), data, method)
-
-
-def _options_class(method: str) -> type[BaseModel]:
-    module_name, _ = METHODS[method][0].split(":")
-    module = importlib.import_module(module_name)
-    return next(value for name, value in vars(module).items()
-                if name.endswith("Options") and isinstance(value, type) and issubclass(value, BaseModel)
-                and value.__module__ == module.__name__)
+    section = METHODS[method][1]
+    return check_scores(function(data, getattr(options, section) if section else None), data, method)
 
 
 __all__ = ["METHODS", "MethodOptions", "score_method", "scorer"]

@@ -89,6 +89,40 @@ def pooled_states(model: nn.Module, rows: Sequence[TokenizedExample], pad_id: in
     return states, grads
 
 
+def path_gradients(new: nn.Module, old: nn.Module, rows: Sequence[TokenizedExample], pad_id: int, layers: list[int],
+                   steps: int, pooling: Pooling = "mean", batch_size: int = 64, device: torch.device | str = "cpu"
+                   ) -> Float[Tensor, "row layer d"]:
+    """For each chosen block l, the pooled gradient of the row's loss averaged over `steps` points (midpoint rule)
+    of the straight path from the old model's stream after block l to the new model's: the new model runs with
+    its stream after block l replaced by h_old + α (h_new − h_old). The old model runs once per batch."""
+    n_layers = len(decoder_layers(new))
+    out: Tensor | None = None
+    new.eval()
+    for chosen in batches_by_length(rows, batch_size):
+        batch = collate([rows[i] for i in chosen], pad_id).to(device)
+        weights = pooling_weights(batch, pooling)
+        with torch.no_grad(), residual_stream(old, layers) as recorded:
+            old(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        for layer in layers:
+            old_stream = recorded[layer]
+            total = None
+            for step in range(steps):
+                alpha = (step + 0.5) / steps
+                rewrite = {layer: lambda stream, a=alpha, o=old_stream: o + a * (stream - o)}
+                grads: dict[int, Tensor] = {}
+                with residual_stream(new, [], rewrite=rewrite):
+                    logits = _forward_keeping_grads(new, batch, {}, grads)
+                per_example_loss(logits, batch.input_ids, batch.loss_mask).sum().backward()
+                pooled = pool(grads[layer], weights)
+                total = pooled if total is None else total + pooled
+            assert total is not None
+            if out is None:
+                out = torch.zeros(len(rows), n_layers, total.shape[-1])
+            out[chosen, layer] = (total / steps).cpu()
+    assert out is not None, "no rows"
+    return out
+
+
 def _forward_keeping_grads(model: nn.Module, batch: Batch, recorded: dict[int, Tensor],
                            recorded_grads: dict[int, Tensor]) -> Tensor:
     """Forward that makes each recorded stream a tensor whose gradient is kept (frozen models have no graph
@@ -114,4 +148,4 @@ def _forward_keeping_grads(model: nn.Module, batch: Batch, recorded: dict[int, T
     return logits
 
 
-__all__ = ["Pooling", "batches_by_length", "pool", "pooled_states", "pooling_weights"]
+__all__ = ["Pooling", "batches_by_length", "path_gradients", "pool", "pooled_states", "pooling_weights"]

@@ -28,9 +28,8 @@ from jaxtyping import Float
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 from torch import Tensor
 
-from tunelens.attribution.rankers.activations import Pooling, pooled_states
+from tunelens.attribution.rankers.activations import Pooling, path_gradients, pooled_states
 from tunelens.attribution.rankers.base import AttributionData
-from tunelens.lm.examples import collate
 from tunelens.lm.layers import decoder_layers, residual_stream
 
 
@@ -84,28 +83,15 @@ def gradient(data: AttributionData, kind: str, options: DiffOptions) -> Tensor:
     return grads
 
 
-def path_gradient(data: AttributionData, kind: str, options: DiffOptions, layer: int) -> Tensor:
-    """Mean pooled gradient at block `layer` over the straight path from the old stream to the new one."""
+def path_gradient(data: AttributionData, kind: str, options: DiffOptions, layers: list[int]) -> Tensor:
+    """Mean pooled gradient at each chosen block over the straight path from the old stream to the new one."""
     def build() -> Tensor:
         rows = data.document_rows() if kind == "documents" else data.query_rows()
-        total = None
-        for step in range(options.ig_steps):
-            alpha = (step + 0.5) / options.ig_steps
+        data.log(f"path gradients of {len(rows)} {kind} ({options.ig_steps} points x {len(layers)} blocks)")
+        return path_gradients(data.new, data.old, rows, data.pad_id, layers, options.ig_steps, options.pooling,
+                              options.batch_size, data.device)
 
-            def rewrite(batch, alpha=alpha):
-                with torch.no_grad(), residual_stream(data.old, [layer]) as recorded:
-                    data.old(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-                old = recorded[layer]
-                return {layer: lambda new: old + alpha * (new - old)}
-
-            _, grads = pooled_states(data.new, rows, data.pad_id, options.pooling, with_grad=True,
-                                     batch_size=options.batch_size, device=data.device, rewrite=rewrite)
-            assert grads is not None
-            total = grads[:, layer] if total is None else total + grads[:, layer]
-        assert total is not None
-        return total / options.ig_steps
-
-    return data.memo(f"path_gradient/{kind}/{options.pooling}/{layer}/{options.ig_steps}", build)
+    return data.memo(f"path_gradient/{kind}/{options.pooling}/{layers}/{options.ig_steps}", build)
 
 
 def chosen_layers(n_layers: int, layers: list[int] | None) -> list[int]:
@@ -202,11 +188,7 @@ def attr_change_ig_scores(data: AttributionData, options: DiffOptions | None = N
     layers = _layers(data, options)
     features = {}
     for kind in ("queries", "documents"):
-        change = delta(data, kind, options)
-        path = torch.zeros_like(change)
-        for layer in layers:
-            path[:, layer] = path_gradient(data, kind, options, layer)
-        features[kind] = change * path
+        features[kind] = delta(data, kind, options) * path_gradient(data, kind, options, layers)
     return compare(features["queries"], features["documents"], layers, options)
 
 
@@ -223,28 +205,30 @@ def causal_patching_scores(data: AttributionData, options: DiffOptions | None = 
     n_layers = len(decoder_layers(data.new))
     layers = chosen_layers(n_layers, options.patch_layers if options.patch_layers is not None else [n_layers // 2])
     rows = data.query_rows()
-    prompts = [type(r)(r.input_ids[:-1], [0] * (len(r.input_ids) - 1), r.index, r.n_prompt_tokens) for r in rows]
-    batch = collate(prompts, data.pad_id).to(data.device)
-    last = batch.attention_mask.sum(-1) - 1
+    width = max(len(r.input_ids) - 1 for r in rows)  # prompts, left-padded: every one ends in the last column
+    input_ids = torch.tensor([[data.pad_id] * (width - len(r.input_ids) + 1) + r.input_ids[:-1] for r in rows],
+                             device=data.device)
+    attention = torch.tensor([[0] * (width - len(r.input_ids) + 1) + [1] * (len(r.input_ids) - 1) for r in rows],
+                             device=data.device)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
     answers, candidates = data.answer_ids().to(data.device), data.candidate_ids().to(data.device)
     importance = (delta(data, "documents", options) * gradient(data, "documents", options)).abs()
     n_units = max(1, round(options.patch_fraction * importance.shape[-1]))
     scores = torch.zeros(len(rows), len(data.documents))
 
     def query_margins(model, rewrite=None, repeat: int = 1) -> Tensor:
-        ids, mask = batch.input_ids.repeat(repeat, 1), batch.attention_mask.repeat(repeat, 1)
         with torch.no_grad(), residual_stream(model, [], rewrite=rewrite):
-            logits = model(input_ids=ids, attention_mask=mask).logits
-        at_last = logits[torch.arange(len(ids)), last.repeat(repeat)]
-        return margins(at_last, answers.repeat(repeat), candidates)
+            logits = model(input_ids=input_ids.repeat(repeat, 1), attention_mask=attention.repeat(repeat, 1),
+                           position_ids=positions.repeat(repeat, 1), logits_to_keep=1).logits[:, -1]
+        return margins(logits, answers.repeat(repeat), candidates)
 
     old_margin, new_margin = query_margins(data.old), query_margins(data.new)
     full_move = new_margin - old_margin
     direction, size = full_move.sign(), full_move.abs().clamp(min=1e-6)
-    docs_per_pass = max(1, options.batch_size * 16 // max(len(rows), 1))
+    docs_per_pass = max(1, options.batch_size * 32 // max(len(rows), 1))
     for layer in layers:
         with torch.no_grad(), residual_stream(data.new, [layer]) as recorded:
-            data.new(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            data.new(input_ids=input_ids, attention_mask=attention, position_ids=positions)
         new_stream = recorded[layer]
         units = importance[:, layer].topk(n_units, dim=-1).indices  # [doc, n_units]
         for start in range(0, len(data.documents), docs_per_pass):

@@ -28,7 +28,8 @@ class DlpOptions(BaseModel):
     n_probes: PositiveInt = Field(16, description="k: probe directions (the classifier sees k numbers per row).")
     generator_width: PositiveInt = Field(32, description="Width of the deep linear generator's hidden map.")
     generator_depth: PositiveInt = Field(2, description="Linear maps in the generator.")
-    steps: PositiveInt = Field(300, description="Full-batch Adam steps.")
+    steps: PositiveInt = Field(300, description="Adam steps.")
+    batch_size: PositiveInt = Field(512, description="Documents per step (each scored against all documents).")
     lr: PositiveFloat = Field(1e-2, description="Adam learning rate.")
     weight_decay: NonNegativeFloat = Field(1e-2, description="Decoupled weight decay on every parameter.")
     pooling: Pooling = Field("mean", description="Pooling of the differences (mean or last).")
@@ -37,7 +38,8 @@ class DlpOptions(BaseModel):
 
 def dlp_probe_scores(document_features: Tensor, query_features: Tensor, options: DlpOptions, seed: int = 0
                      ) -> Tensor:
-    """Train generator and classifier on the documents, return the queries' log-probabilities [query, doc]."""
+    """Train generator and classifier on the documents (mini-batches of rows, each against every document), return
+    the queries' log-probabilities [query, doc]."""
     documents, queries = normalise_features(document_features, query_features, "zscore")
     n_docs, width = documents.shape
     generator = torch.Generator().manual_seed(seed)
@@ -65,7 +67,8 @@ def dlp_probe_scores(document_features: Tensor, query_features: Tensor, options:
 
     for _ in range(options.steps):
         optimizer.zero_grad()
-        loss = torch.nn.functional.nll_loss(log_probs(documents), targets)
+        rows = torch.randperm(n_docs, generator=generator)[:options.batch_size]
+        loss = torch.nn.functional.nll_loss(log_probs(documents[rows]), targets[rows])
         loss.backward()
         optimizer.step()
     with torch.no_grad():

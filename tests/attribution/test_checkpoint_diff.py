@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from tunelens.attribution.corpus import function_pairs, queries, read_corpus
+from tunelens.attribution.rankers import MethodOptions, score_method
+from tunelens.attribution.rankers.activations import pooling_weights
+from tunelens.attribution.rankers.base import AttributionData
+from tunelens.attribution.rankers.checkpoint_diff import (
+    DiffOptions,
+    aggregate_layers,
+    margins,
+    normalise_features,
+    similarity,
+)
+from tunelens.lm.examples import TokenizedExample, collate
+
+DIFF_METHODS = ["dh_similarity", "attr_change", "attr_change_ig", "causal_patching"]
+
+
+def data_for(pair_dir, corpus, old="untrained", new="trained", n_docs=60) -> AttributionData:
+    docs = read_corpus(corpus)[:n_docs]
+    pairs = function_pairs(docs)
+    checkpoints = pair_dir / "checkpoints"
+    return AttributionData(docs, queries(pairs, "hops", [1, 2]), pairs, checkpoints / old, checkpoints / new,
+                           max_len=64, log=lambda message: None)
+
+
+def options(**diff) -> MethodOptions:
+    return MethodOptions(checkpoint_diff=DiffOptions(ig_steps=2, batch_size=16, **diff))
+
+
+@pytest.mark.parametrize("method", DIFF_METHODS)
+def test_identical_checkpoints_give_zero_scores(micro_pair, micro_corpus, method):
+    data = data_for(micro_pair, micro_corpus, old="trained", new="trained")
+    scores = score_method(method, data, options())
+    assert scores.shape == (20, 60) and torch.count_nonzero(scores) == 0
+
+
+@pytest.mark.parametrize("method", [*DIFF_METHODS, "grad_similarity", "repsim", "dlp"])
+def test_real_pair_gives_finite_varied_scores(micro_pair, micro_corpus, method):
+    data = data_for(micro_pair, micro_corpus)
+    scores = score_method(method, data, MethodOptions(checkpoint_diff=DiffOptions(ig_steps=2, pooling="last"),
+                                                      dlp={"steps": 20}))
+    assert scores.shape == (20, 60) and scores.isfinite().all() and scores.std() > 0
+
+
+def test_the_two_checkpoints_tokenise_alike(micro_pair, micro_corpus):
+    data = data_for(micro_pair, micro_corpus)
+    old_tokens = data.old and data.tokenizer("<FN>(3) returns the value ")["input_ids"]
+    assert old_tokens[1] == data.tokenizer.convert_tokens_to_ids("<FN>")
+
+
+def test_pooling_weights_cover_the_predicting_span():
+    rows = [TokenizedExample([1, 2, 3, 4], [1, 1, 1, 1], 0, 0), TokenizedExample([1, 2, 9], [0, 0, 1], 1, 2)]
+    batch = collate(rows, pad_id=0)
+    mean = pooling_weights(batch, "mean")
+    assert torch.allclose(mean, torch.tensor([[1 / 3, 1 / 3, 1 / 3, 0], [0.5, 0.5, 0, 0]]))
+    assert pooling_weights(batch, "last").tolist() == [[0, 0, 1, 0], [0, 1, 0, 0]]
+
+
+def test_similarity_normalisation_and_aggregation():
+    q, d = torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 3.0], [0.0, 0.0]])
+    assert similarity(q, d, "cosine").tolist() == [[1.0, 0.0, 0.0]]
+    assert similarity(q, d, "dot").tolist() == [[2.0, 0.0, 0.0]]
+    per_layer = torch.tensor([[[1.0]], [[3.0]], [[2.0]]])
+    assert aggregate_layers(per_layer, "mean").item() == 2.0 and aggregate_layers(per_layer, "topk_mean", 2) == 2.5
+    docs = torch.randn(200, 3) * torch.tensor([1.0, 10.0, 0.1]) + 5
+    white, _ = normalise_features(docs, docs[:1], "whiten")
+    assert torch.allclose(white.T @ white / 199, torch.eye(3), atol=1e-3)
+    z, _ = normalise_features(docs, docs[:1], "zscore")
+    assert torch.allclose(z.std(0), torch.ones(3), atol=1e-5)
+
+
+def test_margin_is_answer_minus_best_other_candidate():
+    logits = torch.tensor([[9.0, 1.0, 4.0, 2.0]])  # token 0 is not a candidate
+    assert margins(logits, torch.tensor([2]), torch.tensor([1, 2, 3])).item() == 2.0
+    assert margins(logits, torch.tensor([1]), torch.tensor([1, 2, 3])).item() == -3.0
