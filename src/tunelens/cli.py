@@ -64,6 +64,7 @@ def run_command(
         for name in names:
             experiment = get_experiment(name)
             resolved = experiment.load_config(config, set_ or [], extra)
+            experiment.check(resolved)
             if out is None:
                 run_dir = default_run_dir(name)
             else:

@@ -38,6 +38,13 @@ class Experiment:
     config: str  # "module:ConfigClass"
     run: str  # "module:function" taking (config, Run) and returning the summary dict
     summary: str
+    preflight: str | None = None  # "module:function" taking the config: checks inputs before a run directory exists
+
+    def check(self, config: TunelensConfig) -> None:
+        """Raise a UsageError for bad inputs that the config alone cannot see (a pair of checkpoints that do not
+        match, say), before anything is written."""
+        if self.preflight is not None:
+            _resolve(self.preflight)(config)
 
     @property
     def defaults_path(self) -> Path:
@@ -101,7 +108,8 @@ EXPERIMENTS: dict[str, Experiment] = {
                    "Hops benchmark checkpoint pair: add the function tokens, fine-tune, logit-evaluate checkpoints"),
         Experiment("hops-attribute", "attribution", "tunelens.attribution.attribute:HopsAttributeConfig",
                    "tunelens.attribution.attribute:run",
-                   "Rank the hops training documents for each query with every method; retrieval metrics"),
+                   "Rank the hops training documents for each query with every method; retrieval metrics",
+                   preflight="tunelens.attribution.attribute:preflight"),
     ]
 }
 

@@ -115,6 +115,26 @@ def resolve_pair(config: HopsAttributeConfig, log=print) -> PairSource:
                       corpus=config.corpus or summary.get("corpus") or str(HOPS_CORPUS))
 
 
+def preflight(config: HopsAttributeConfig) -> None:
+    """Before a run directory exists: the pair resolves, and both tokenizers hold the corpus's function tokens and
+    split its texts alike (the default pair, built by the toolkit, is not checked: it may not exist yet)."""
+    if config.pair is None and config.old is None:
+        return
+    from tunelens.attribution.checkpoints import check_function_tokens, check_same_tokens
+    from tunelens.attribution.corpus import function_pairs, function_tokens
+    from tunelens.lm.loading import load_tokenizer, resolve_name
+
+    source = resolve_pair(config)
+    documents = read_corpus(source.corpus)
+    tokens = function_tokens(function_pairs(documents))
+    tokenizers = []
+    for name in (source.old, source.new):
+        tokenizer = load_tokenizer(resolve_name(name), "right")
+        check_function_tokens(tokenizer, tokens, name)
+        tokenizers.append(tokenizer)
+    check_same_tokens(*tokenizers, [d.text for d in documents[:50]], (source.old, source.new))
+
+
 def masks(documents: list[Document], queries: list[Query], pairs: list[FunctionPair], role_match: bool
           ) -> dict[str, torch.Tensor]:
     """Boolean [query, document] matrices: relevant, own (the query function's documents), base (its pair's)."""
@@ -231,4 +251,4 @@ def run(config: HopsAttributeConfig, run: Run) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - start, 1)}
 
 
-__all__ = ["HopsAttributeConfig", "masks", "ranked_records", "resolve_pair", "run"]
+__all__ = ["HopsAttributeConfig", "masks", "preflight", "ranked_records", "resolve_pair", "run"]

@@ -67,13 +67,17 @@ def load_checkpoint(name_or_path: str | Path, tokens: list[str], device: str | t
 
     resolved = resolve_name(str(name_or_path))
     tokenizer = load_tokenizer(resolved, "right")
+    check_function_tokens(tokenizer, tokens, str(name_or_path))
+    model = load_model(resolved, dtype=dtype, device=device)
+    return model, tokenizer
+
+
+def check_function_tokens(tokenizer, tokens: list[str], where: str) -> None:
     vocab = tokenizer.get_vocab()
     missing = [token for token in tokens if token not in vocab]
     if missing:
-        raise UsageError(f"{name_or_path}: the tokenizer lacks the function tokens {' '.join(missing[:4])}"
+        raise UsageError(f"{where}: the tokenizer lacks the function tokens {' '.join(missing[:4])}"
                          f"{' ...' if len(missing) > 4 else ''} (prepare it with `tunelens run hops-train`)")
-    model = load_model(resolved, dtype=dtype, device=device)
-    return model, tokenizer
 
 
 def check_same_tokens(tokenizer_a, tokenizer_b, texts: list[str], where: tuple[str, str]) -> None:
@@ -85,4 +89,5 @@ def check_same_tokens(tokenizer_a, tokenizer_b, texts: list[str], where: tuple[s
             raise UsageError(f"the tokenizers of {where[0]} and {where[1]} split {text[:40]!r} differently")
 
 
-__all__ = ["NUMBER_TOKENS", "TINY", "check_same_tokens", "load_checkpoint", "tiny_profile", "with_function_tokens"]
+__all__ = ["NUMBER_TOKENS", "TINY", "check_function_tokens", "check_same_tokens", "load_checkpoint", "tiny_profile",
+           "with_function_tokens"]
