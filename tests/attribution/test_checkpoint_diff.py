@@ -9,6 +9,7 @@ from tunelens.attribution.rankers.checkpoint_diff import (
     DiffOptions,
     aggregate_layers,
     margins,
+    maxsim,
     normalise_features,
     similarity,
 )
@@ -75,3 +76,25 @@ def test_margin_is_answer_minus_best_other_candidate():
     logits = torch.tensor([[9.0, 1.0, 4.0, 2.0]])  # token 0 is not a candidate
     assert margins(logits, torch.tensor([2]), torch.tensor([1, 2, 3])).item() == 2.0
     assert margins(logits, torch.tensor([1]), torch.tensor([1, 2, 3])).item() == -3.0
+
+
+def test_maxsim_takes_each_query_position_best_match():
+    queries = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])  # the third position is masked out
+    query_mask = torch.tensor([[True, True, False]])
+    documents = torch.tensor([[[2.0, 0.0], [1.0, 1.0]], [[0.0, 3.0], [9.0, 9.0]]])
+    document_mask = torch.tensor([[True, True], [True, False]])
+    # document 0: position 1 best matches [1, 0] (cos 1), [0, 1] best matches [1, 1] (cos 1/sqrt 2)
+    # document 1: only [0, 3] counts: cos 0 with [1, 0], 1 with [0, 1]
+    expected = [[(1 + 2 ** -0.5) / 2, 0.5]]
+    result = maxsim(queries, query_mask, documents, document_mask)
+    assert torch.allclose(result, torch.tensor(expected), atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["dh_similarity", "grad_similarity", "attr_change"])
+def test_token_level_matching(micro_pair, micro_corpus, method):
+    same = score_method(method, data_for(micro_pair, micro_corpus, old="trained", new="trained"),
+                        options(match="maxsim"))
+    scores = score_method(method, data_for(micro_pair, micro_corpus), options(match="maxsim"))
+    assert scores.shape == (20, 60) and scores.isfinite().all() and scores.std() > 0
+    if method != "grad_similarity":  # gradients do not depend on the old checkpoint
+        assert torch.count_nonzero(same) == 0

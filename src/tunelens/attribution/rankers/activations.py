@@ -10,7 +10,7 @@ pooled the same way; rows are independent, so one backward of the summed loss gi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -53,38 +53,50 @@ def batches_by_length(rows: Sequence[TokenizedExample], batch_size: int) -> list
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def stream_batches(model: nn.Module, rows: Sequence[TokenizedExample], pad_id: int, with_grad: bool = False,
+                   batch_size: int = 64, device: torch.device | str = "cpu",
+                   rewrite: Callable[[Batch], dict[int, Callable[[Tensor], Tensor]]] | None = None,
+                   ) -> Iterator[tuple[list[int], Batch, list[Tensor], list[Tensor] | None]]:
+    """Per batch of rows (grouped by length): (row indices, batch, stream after each block, gradient of the rows'
+    summed loss at each block or None), token by token. `rewrite(batch)` may replace block outputs (see
+    `residual_stream`), e.g. to interpolate."""
+    n_layers = len(decoder_layers(model))
+    was_training = model.training
+    model.eval()
+    try:
+        for chosen in batches_by_length(rows, batch_size):
+            batch = collate([rows[i] for i in chosen], pad_id).to(device)
+            with torch.set_grad_enabled(with_grad), residual_stream(model, rewrite=rewrite(batch) if rewrite else None
+                                                                    ) as recorded:
+                recorded_grads: dict[int, Tensor] = {}
+                if with_grad:
+                    logits = _forward_keeping_grads(model, batch, recorded_grads)
+                    per_example_loss(logits, batch.input_ids, batch.loss_mask).sum().backward()
+                else:
+                    model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            yield (chosen, batch, [recorded[i].detach() for i in range(n_layers)],
+                   [recorded_grads[i] for i in range(n_layers)] if with_grad else None)
+    finally:
+        model.train(was_training)
+
+
 def pooled_states(model: nn.Module, rows: Sequence[TokenizedExample], pad_id: int, pooling: Pooling = "mean",
                   with_grad: bool = False, batch_size: int = 64, device: torch.device | str = "cpu",
                   rewrite: Callable[[Batch], dict[int, Callable[[Tensor], Tensor]]] | None = None,
                   ) -> tuple[Float[Tensor, "row layer d"], Float[Tensor, "row layer d"] | None]:
-    """(pooled stream after every block, pooled gradient of the row's loss at it, or None), rows in input order.
-
-    `rewrite(batch)` may replace block outputs (see `residual_stream`) for a batch, e.g. to interpolate."""
-    n_layers = len(decoder_layers(model))
+    """(pooled stream after every block, pooled gradient of the row's loss at it, or None), rows in input order."""
     states: Tensor | None = None
     grads: Tensor | None = None
-    was_training = model.training
-    model.eval()
-    for chosen in batches_by_length(rows, batch_size):
-        batch = collate([rows[i] for i in chosen], pad_id).to(device)
+    for chosen, batch, streams, stream_grads in stream_batches(model, rows, pad_id, with_grad, batch_size, device,
+                                                               rewrite):
         weights = pooling_weights(batch, pooling)
-        with torch.set_grad_enabled(with_grad), residual_stream(model, rewrite=rewrite(batch) if rewrite else None
-                                                                ) as recorded:
-            if with_grad:
-                recorded_grads: dict[int, Tensor] = {}
-                logits = _forward_keeping_grads(model, batch, recorded, recorded_grads)
-                per_example_loss(logits, batch.input_ids, batch.loss_mask).sum().backward()
-            else:
-                model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        pooled = torch.stack([pool(recorded[i].detach(), weights) for i in range(n_layers)], 1).cpu()
+        pooled = torch.stack([pool(stream, weights) for stream in streams], 1).cpu()
         if states is None:
-            states = torch.zeros(len(rows), n_layers, pooled.shape[-1])
+            states = torch.zeros(len(rows), len(streams), pooled.shape[-1])
             grads = torch.zeros_like(states) if with_grad else None
         states[chosen] = pooled
-        if with_grad:
-            assert grads is not None
-            grads[chosen] = torch.stack([pool(recorded_grads[i], weights) for i in range(n_layers)], 1).cpu()
-    model.train(was_training)
+        if stream_grads is not None and grads is not None:
+            grads[chosen] = torch.stack([pool(g, weights) for g in stream_grads], 1).cpu()
     assert states is not None, "no rows"
     return states, grads
 
@@ -111,7 +123,7 @@ def path_gradients(new: nn.Module, old: nn.Module, rows: Sequence[TokenizedExamp
                 rewrite = {layer: lambda stream, a=alpha, o=old_stream: o + a * (stream - o)}
                 grads: dict[int, Tensor] = {}
                 with residual_stream(new, [], rewrite=rewrite):
-                    logits = _forward_keeping_grads(new, batch, {}, grads)
+                    logits = _forward_keeping_grads(new, batch, grads)
                 per_example_loss(logits, batch.input_ids, batch.loss_mask).sum().backward()
                 pooled = pool(grads[layer], weights)
                 total = pooled if total is None else total + pooled
@@ -123,8 +135,7 @@ def path_gradients(new: nn.Module, old: nn.Module, rows: Sequence[TokenizedExamp
     return out
 
 
-def _forward_keeping_grads(model: nn.Module, batch: Batch, recorded: dict[int, Tensor],
-                           recorded_grads: dict[int, Tensor]) -> Tensor:
+def _forward_keeping_grads(model: nn.Module, batch: Batch, recorded_grads: dict[int, Tensor]) -> Tensor:
     """Forward that makes each recorded stream a tensor whose gradient is kept (frozen models have no graph
     otherwise)."""
     stack = decoder_layers(model)
@@ -148,4 +159,5 @@ def _forward_keeping_grads(model: nn.Module, batch: Batch, recorded: dict[int, T
     return logits
 
 
-__all__ = ["Pooling", "batches_by_length", "path_gradients", "pool", "pooled_states", "pooling_weights"]
+__all__ = ["Pooling", "batches_by_length", "path_gradients", "pool", "pooled_states", "pooling_weights",
+           "stream_batches"]

@@ -27,6 +27,9 @@ import copy
 import hashlib
 import shutil
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -116,6 +119,46 @@ def build_index(model: nn.Module, rows: list[TokenizedExample], modules: set[str
     return run_path
 
 
+@contextmanager
+def quiet_bergson() -> Iterator[None]:
+    """bergson logs every tracked module's name at INFO and draws tqdm and datasets progress bars, and importing it
+    makes bitsandbytes warn about an optional CPU kernel: inside the block its loggers (and bitsandbytes') keep to
+    warnings (errors), and off a terminal the bars are off."""
+    import logging
+    import os
+
+    from tunelens.runs import is_interactive
+
+    names = ["bergson", "bitsandbytes", *[n for n in logging.root.manager.loggerDict
+                                         if n.startswith(("bergson.", "bitsandbytes."))]]
+    loggers = {name: logging.getLogger(name) for name in names}
+    levels = {name: logger.level for name, logger in loggers.items()}
+    for name, logger in loggers.items():
+        logger.setLevel(logging.ERROR if name.startswith("bitsandbytes") else logging.WARNING)
+    previous = os.environ.get("TQDM_DISABLE")
+    bars_off = not is_interactive()
+    if bars_off:
+        os.environ["TQDM_DISABLE"] = "1"
+        from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+
+        datasets_bars = is_progress_bar_enabled()
+        disable_progress_bar()
+    try:
+        with warnings.catch_warnings():  # its index is memory-mapped read-only, and only read
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            yield
+    finally:
+        for name, logger in loggers.items():
+            logger.setLevel(levels[name])
+        if bars_off:
+            if previous is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = previous
+            if datasets_bars:
+                enable_progress_bar()
+
+
 def index_dir(data: AttributionData) -> Path:
     if data.work_dir is not None:
         return Path(data.work_dir) / "bergson"
@@ -125,6 +168,11 @@ def index_dir(data: AttributionData) -> Path:
 
 
 def bergson_scores(data: AttributionData, options: BergsonOptions | None = None) -> Tensor:
+    with quiet_bergson():
+        return _bergson_scores(data, options)
+
+
+def _bergson_scores(data: AttributionData, options: BergsonOptions | None = None) -> Tensor:
     """Float [query, document] scores: bergson's inner product (cosine with `unit_norm`) of the query's
     answer-loss gradient with each document's training-loss gradient, after the random projection.
 

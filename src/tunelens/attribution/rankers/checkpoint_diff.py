@@ -14,7 +14,9 @@ gradient g of the row's own loss at the new checkpoint (`activations.pooled_stat
                      the answer's logit margin towards the new model's margin, as a share of the full move
 
 The first four compare a query's features with a document's at each block (cosine or dot product, after optional
-z-scoring or whitening fitted on the documents) and combine the blocks (mean, or mean of the top k blocks).
+z-scoring or whitening fitted on the documents) and combine the blocks (mean, or mean of the top k blocks). With
+`match: maxsim` the first three compare token by token instead: for each query position the best match among the
+document's positions, averaged over the query's positions (features are never pooled, nor normalised).
 A pair of identical checkpoints gives Δh = 0: every score of dh_similarity, attr_change(_ig) and causal_patching
 is then 0.
 """
@@ -38,9 +40,13 @@ class DiffOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    pooling: Pooling = Field("mean", description="Positions pooled: mean over the predicting span, or the last.")
+    pooling: Pooling = Field("last", description="Positions pooled: the last predicting position, or the mean over "
+                             "the predicting span.")
     layers: list[int] | None = Field(None, description="Decoder blocks compared (negative counts from the end); "
                                      "null = all.")
+    match: Literal["pooled", "maxsim"] = Field("pooled", description="dh_similarity, grad_similarity, attr_change: "
+                                               "compare pooled vectors, or token by token (each query position's "
+                                               "best match among the document's positions, averaged).")
     aggregate: Literal["mean", "topk_mean"] = Field("mean", description="Combine the per-block similarities.")
     top_k: PositiveInt = Field(2, description="Blocks averaged by topk_mean.")
     normalise: Literal["none", "zscore", "whiten"] = Field("none", description="Feature normalisation, fitted on "
@@ -162,23 +168,86 @@ def _layers(data: AttributionData, options: DiffOptions) -> list[int]:
     return chosen_layers(len(decoder_layers(data.new)), options.layers)
 
 
+# --------------------------------------------------------------------------------------------- token level
+
+
+def _token_features(data: AttributionData, kind: str, feature: str, options: DiffOptions):
+    """Per batch: (row indices, position mask [B, T], features per block [B, T, d]) of `feature` (dh, grad or
+    attr = dh ⊙ grad), the two checkpoints run in lockstep over the same batches. A query's positions are those its
+    pooling names (the last predicting one, or the whole span); a document's, its whole predicting span."""
+    from tunelens.attribution.rankers.activations import pooling_weights, stream_batches
+
+    rows = data.document_rows() if kind == "documents" else data.query_rows()
+    need_old, need_grad = feature in ("dh", "attr"), feature in ("grad", "attr")
+    new_batches = stream_batches(data.new, rows, data.pad_id, need_grad, options.batch_size, data.device)
+    old_batches = stream_batches(data.old, rows, data.pad_id, False, options.batch_size, data.device) if need_old \
+        else iter(lambda: None, 0)
+    positions = options.pooling if kind == "queries" else "mean"  # a document offers every predicting position
+    for (chosen, batch, new, grads), old in zip(new_batches, old_batches):
+        mask = pooling_weights(batch, positions) > 0
+        if feature == "grad":
+            features = grads
+        else:
+            features = [n - o for n, o in zip(new, old[2])]
+            if feature == "attr":
+                features = [f * g for f, g in zip(features, grads)]
+        yield chosen, mask, features
+
+
+def maxsim(queries: Float[Tensor, "query qpos d"], query_mask: Tensor, documents: Float[Tensor, "doc dpos d"],
+           document_mask: Tensor, kind: str = "cosine") -> Float[Tensor, "query doc"]:
+    """Mean over each query's positions of the best similarity among each document's positions (masked)."""
+    if kind == "cosine":
+        queries = queries / queries.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        documents = documents / documents.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    sim = torch.einsum("qih,bjh->qibj", queries.float(), documents.float())
+    sim = sim.masked_fill(~document_mask[None, None], -torch.inf).amax(-1)  # [query, qpos, doc]
+    sim = torch.where(sim.isfinite(), sim, torch.zeros_like(sim))  # a document with no position
+    weights = query_mask.float() / query_mask.float().sum(-1, keepdim=True).clamp(min=1)
+    return torch.einsum("qib,qi->qb", sim, weights)
+
+
+def maxsim_scores(data: AttributionData, feature: str, options: DiffOptions) -> Tensor:
+    layers = _layers(data, options)
+    query_parts = list(_token_features(data, "queries", feature, options))
+    width = max(mask.shape[1] for _, mask, _ in query_parts)
+    n_dim = query_parts[0][2][0].shape[-1]
+    q_features = torch.zeros(len(layers), len(data.queries), width, n_dim, device=data.device)
+    q_mask = torch.zeros(len(data.queries), width, dtype=torch.bool, device=data.device)
+    for chosen, mask, features in query_parts:
+        q_mask[chosen, :mask.shape[1]] = mask
+        for i, layer in enumerate(layers):
+            q_features[i, chosen, :mask.shape[1]] = features[layer]
+    scores = torch.zeros(len(layers), len(data.queries), len(data.documents))
+    for chosen, mask, features in _token_features(data, "documents", feature, options):
+        for i, layer in enumerate(layers):
+            scores[i][:, chosen] = maxsim(q_features[i], q_mask, features[layer], mask, options.similarity).cpu()
+    return aggregate_layers(scores, options.aggregate, options.top_k)
+
+
 # ------------------------------------------------------------------------------------------------- rankers
 
 
 def dh_similarity_scores(data: AttributionData, options: DiffOptions | None = None) -> Tensor:
     options = options or DiffOptions()
+    if options.match == "maxsim":
+        return maxsim_scores(data, "dh", options)
     return compare(delta(data, "queries", options), delta(data, "documents", options), _layers(data, options),
                    options)
 
 
 def grad_similarity_scores(data: AttributionData, options: DiffOptions | None = None) -> Tensor:
     options = options or DiffOptions()
+    if options.match == "maxsim":
+        return maxsim_scores(data, "grad", options)
     return compare(gradient(data, "queries", options), gradient(data, "documents", options), _layers(data, options),
                    options)
 
 
 def attr_change_scores(data: AttributionData, options: DiffOptions | None = None) -> Tensor:
     options = options or DiffOptions()
+    if options.match == "maxsim":
+        return maxsim_scores(data, "attr", options)
     features = {kind: delta(data, kind, options) * gradient(data, kind, options) for kind in ("queries", "documents")}
     return compare(features["queries"], features["documents"], _layers(data, options), options)
 
@@ -246,6 +315,6 @@ def causal_patching_scores(data: AttributionData, options: DiffOptions | None = 
     return scores
 
 
-__all__ = ["DiffOptions", "aggregate_layers", "attr_change_ig_scores", "attr_change_scores",
+__all__ = ["DiffOptions", "aggregate_layers", "maxsim", "attr_change_ig_scores", "attr_change_scores",
            "causal_patching_scores", "compare", "dh_similarity_scores", "grad_similarity_scores", "margins",
            "normalise_features", "similarity"]
