@@ -26,8 +26,13 @@ def data_for(pair_dir, corpus, old="untrained", new="trained", n_docs=60) -> Att
                            max_len=64, log=lambda message: None)
 
 
+SECTIONS = ["dh_similarity", "grad_similarity", "attr_change", "attr_change_ig", "causal_patching"]
+
+
 def options(**diff) -> MethodOptions:
-    return MethodOptions(checkpoint_diff=DiffOptions(ig_steps=2, batch_size=16, **diff))
+    """The same checkpoint-difference options for every method."""
+    shared = DiffOptions(ig_steps=2, batch_size=16, **diff)
+    return MethodOptions(**{section: shared for section in SECTIONS}, dlp={"steps": 20})
 
 
 @pytest.mark.parametrize("method", DIFF_METHODS)
@@ -40,8 +45,7 @@ def test_identical_checkpoints_give_zero_scores(micro_pair, micro_corpus, method
 @pytest.mark.parametrize("method", [*DIFF_METHODS, "grad_similarity", "repsim", "dlp"])
 def test_real_pair_gives_finite_varied_scores(micro_pair, micro_corpus, method):
     data = data_for(micro_pair, micro_corpus)
-    scores = score_method(method, data, MethodOptions(checkpoint_diff=DiffOptions(ig_steps=2, pooling="last"),
-                                                      dlp={"steps": 20}))
+    scores = score_method(method, data, options(pooling="last"))
     assert scores.shape == (20, 60) and scores.isfinite().all() and scores.std() > 0
 
 

@@ -44,7 +44,7 @@ def test_hops_attribute_runs_every_ranker(micro_pair, tmp_path):
     config = tmp_path / "attribute.yaml"
     config.write_text(yaml.safe_dump({
         "methods": FAST_METHODS, "query_inputs": [1, 2],
-        "options": {"checkpoint_diff": {"ig_steps": 2, "batch_size": 32}, "dlp": {"steps": 20},
+        "options": {"attr_change_ig": {"ig_steps": 2, "batch_size": 32}, "dlp": {"steps": 20},
                     "kronfluence": {"strategy": "diagonal"}, "bergson": {"projection_dim": 8}}}))
     out = tmp_path / "run"
     result = run_cli("run", "hops-attribute", "--out", str(out), "--config", str(config), "--set", f"pair={micro_pair}")

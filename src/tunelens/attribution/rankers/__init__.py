@@ -27,22 +27,29 @@ METHODS: dict[str, tuple[str, str | None]] = {
     "repsim": (f"{_R}.repsim:repsim_scores", "repsim"),
     "kronfluence": (f"{_R}.kronfluence_ranker:kronfluence_scores", "kronfluence"),
     "bergson": (f"{_R}.bergson_ranker:bergson_scores", "bergson"),
-    "dh_similarity": (f"{_R}.checkpoint_diff:dh_similarity_scores", "checkpoint_diff"),
-    "grad_similarity": (f"{_R}.checkpoint_diff:grad_similarity_scores", "checkpoint_diff"),
-    "attr_change": (f"{_R}.checkpoint_diff:attr_change_scores", "checkpoint_diff"),
-    "attr_change_ig": (f"{_R}.checkpoint_diff:attr_change_ig_scores", "checkpoint_diff"),
-    "causal_patching": (f"{_R}.checkpoint_diff:causal_patching_scores", "checkpoint_diff"),
+    "dh_similarity": (f"{_R}.checkpoint_diff:dh_similarity_scores", "dh_similarity"),
+    "grad_similarity": (f"{_R}.checkpoint_diff:grad_similarity_scores", "grad_similarity"),
+    "attr_change": (f"{_R}.checkpoint_diff:attr_change_scores", "attr_change"),
+    "attr_change_ig": (f"{_R}.checkpoint_diff:attr_change_ig_scores", "attr_change_ig"),
+    "causal_patching": (f"{_R}.checkpoint_diff:causal_patching_scores", "causal_patching"),
     "dlp": (f"{_R}.dlp:dlp_scores", "dlp"),
 }
 
 
 class MethodOptions(BaseModel):
-    """Per-method options (a section per family of methods)."""
+    """Per-method options. The checkpoint-difference methods each have their own section (same fields), so one can
+    match token by token on the last block while another pools every block; they share activations and gradients
+    computed with the same pooling."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    checkpoint_diff: DiffOptions = Field(default_factory=DiffOptions, description="dh_similarity, grad_similarity, "
-                                         "attr_change, attr_change_ig, causal_patching.")
+    dh_similarity: DiffOptions = Field(default_factory=lambda: DiffOptions(match="maxsim"),
+                                       description="dh_similarity.")
+    grad_similarity: DiffOptions = Field(default_factory=lambda: DiffOptions(match="maxsim", layers=[-1]),
+                                         description="grad_similarity.")
+    attr_change: DiffOptions = Field(default_factory=lambda: DiffOptions(match="maxsim"), description="attr_change.")
+    attr_change_ig: DiffOptions = Field(default_factory=DiffOptions, description="attr_change_ig.")
+    causal_patching: DiffOptions = Field(default_factory=DiffOptions, description="causal_patching.")
     repsim: RepsimOptions = Field(default_factory=RepsimOptions, description="repsim.")
     dlp: DlpOptions = Field(default_factory=DlpOptions, description="dlp.")
     kronfluence: KronfluenceOptions = Field(default_factory=KronfluenceOptions, description="kronfluence.")
