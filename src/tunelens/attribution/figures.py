@@ -58,14 +58,19 @@ def plot_method_metrics(methods: dict[str, dict[str, float]], out_path: Path, qu
 
 
 def plot_precision_recall(curves: dict[str, tuple[list[float], list[float]]], out_path: Path) -> Path:
-    """Mean precision against mean recall over the top k, k = 1 .. len(curve), one line per method."""
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for name, (precision, recall) in curves.items():
-        ax.plot(recall, precision, lw=1.3, label=name, ls="--" if name == "random" else "-")
+    """Mean precision against mean recall over the top k, k = 1 .. len(curve), one line per method (random dashed);
+    methods that share a colour differ in line style."""
+    fig, ax = plt.subplots(figsize=(7.6, 4.2))
+    colours = plt.get_cmap("tab20").colors
+    for i, (name, (precision, recall)) in enumerate(curves.items()):
+        style = "--" if name == "random" else ("-" if i < 10 else ":")
+        ax.plot(recall, precision, lw=1.4, ls=style, color="black" if name == "random" else colours[(2 * i) % 20
+                                                                                                     + (i >= 10)],
+                label=name)
     ax.set_xlabel("recall@k (mean over queries)")
     ax.set_ylabel("precision@k")
     ax.set_ylim(0, 1.02)
     ax.set_title("precision-recall over the top of each ranking")
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=7, ncol=2)
+    ax.legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, out_path)
