@@ -6,9 +6,10 @@ DIR is a `hops-train` run directory (default: the default pair, trained on first
 ranks every document of the pair's corpus for the 100 default queries (the 10 wrappers x inputs 1..10); its time
 counts everything the method does, its share of the activations and gradients included: every method starts
 from a fresh `AttributionData` (nothing cached from another method), the checkpoints loaded before the clock
-starts. Methods run one after the other, `repeats` times each (the cheap ones; kronfluence and bergson once
-unless --repeats-slow says more), and the median is printed with documents per second (documents / seconds) and
-the time relative to bm25. The load average is printed before and after: run it on an idle machine.
+starts. Methods run one after the other, `repeats` times each (the cheap ones; kronfluence, bergson,
+attr_change_ig and causal_patching once unless --repeats-slow says more), and the median is printed with
+documents per second (documents / seconds) and the time relative to bm25. The load average is printed before
+and after: run it on an idle machine.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tunelens.attribution.corpus import function_pairs, queries, read_corpus
 from tunelens.attribution.rankers import METHODS, MethodOptions, score_method
 from tunelens.attribution.rankers.base import AttributionData
 
-SLOW = {"kronfluence", "bergson"}
+SLOW = {"kronfluence", "bergson", "attr_change_ig", "causal_patching"}
 
 
 def load_average() -> str:
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--pair", type=Path, default=None, help="hops-train run directory (default: cached pair)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--repeats", type=int, default=3, help="runs of each cheap method (median reported)")
-    parser.add_argument("--repeats-slow", type=int, default=1, help="runs of kronfluence and bergson")
+    parser.add_argument("--repeats-slow", type=int, default=1, help="runs of the slow methods")
     args = parser.parse_args()
 
     source = resolve_pair(HopsAttributeConfig(pair=str(args.pair) if args.pair else None))

@@ -121,42 +121,43 @@ def build_index(model: nn.Module, rows: list[TokenizedExample], modules: set[str
 
 @contextmanager
 def quiet_bergson() -> Iterator[None]:
-    """bergson logs every tracked module's name at INFO and draws tqdm and datasets progress bars, and importing it
-    makes bitsandbytes warn about an optional CPU kernel: inside the block its loggers (and bitsandbytes') keep to
-    warnings (errors), and off a terminal the bars are off."""
+    """Inside the block bergson runs without its chatter: importing it configures the root logger (a handler and
+    format for the whole process) and makes bitsandbytes warn about an optional CPU kernel; it logs every tracked
+    module's name at INFO and draws a tqdm bar per index. Here the import leaves the process's logging as it was,
+    messages below WARNING are dropped, and off a terminal the bars are off (datasets' too)."""
+    import functools
     import logging
-    import os
 
     from tunelens.runs import is_interactive
 
-    names = ["bergson", "bitsandbytes", *[n for n in logging.root.manager.loggerDict
-                                         if n.startswith(("bergson.", "bitsandbytes."))]]
-    loggers = {name: logging.getLogger(name) for name in names}
-    levels = {name: logger.level for name, logger in loggers.items()}
-    for name, logger in loggers.items():
-        logger.setLevel(logging.ERROR if name.startswith("bitsandbytes") else logging.WARNING)
-    previous = os.environ.get("TQDM_DISABLE")
+    root = logging.getLogger()
+    handlers, level, disabled = list(root.handlers), root.level, logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        import bergson.collector.collector as collector
+    finally:
+        logging.disable(disabled)
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)
     bars_off = not is_interactive()
+    original_tqdm = collector.tqdm
+    logging.disable(logging.INFO)
     if bars_off:
-        os.environ["TQDM_DISABLE"] = "1"
         from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
 
         datasets_bars = is_progress_bar_enabled()
         disable_progress_bar()
+        collector.tqdm = functools.partial(original_tqdm, disable=True)
     try:
         with warnings.catch_warnings():  # its index is memory-mapped read-only, and only read
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             yield
     finally:
-        for name, logger in loggers.items():
-            logger.setLevel(levels[name])
-        if bars_off:
-            if previous is None:
-                os.environ.pop("TQDM_DISABLE", None)
-            else:
-                os.environ["TQDM_DISABLE"] = previous
-            if datasets_bars:
-                enable_progress_bar()
+        logging.disable(disabled)
+        collector.tqdm = original_tqdm
+        if bars_off and datasets_bars:
+            enable_progress_bar()
 
 
 def index_dir(data: AttributionData) -> Path:
