@@ -96,10 +96,11 @@ def resolve_pair(config: HopsAttributeConfig, log=print) -> PairSource:
     if config.old is not None and config.new is not None:
         return PairSource(old=config.old, new=config.new, corpus=config.corpus or str(HOPS_CORPUS))
     if config.pair is None:
-        from tunelens.attribution.train import HopsTrainConfig, cached_pair
+        from tunelens.attribution.train import cached_pair
+        from tunelens.registry import get_experiment
 
         log("no pair given: using the default hops-train pair (trained on first use, then cached)")
-        folder = cached_pair(HopsTrainConfig(device=config.device))
+        folder = cached_pair(get_experiment("hops-train").load_config(extra={"device": config.device}))
     else:
         folder = Path(config.pair)
     summary_path = folder / "summary.json"

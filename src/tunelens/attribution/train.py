@@ -23,7 +23,7 @@ from pydantic import Field, PositiveInt, field_validator
 from tunelens.attribution.checkpoints import TINY, tiny_profile, with_function_tokens
 from tunelens.attribution.corpus import Document, function_pairs, function_tokens, read_corpus
 from tunelens.attribution.evaluate import evaluate_both
-from tunelens.config import TunelensConfig, config_hash
+from tunelens.config import Schedule, TunelensConfig, config_hash
 from tunelens.lm.examples import TokenizedExample
 from tunelens.lm.trainer import CHECKPOINT, DTYPES, Hooks, TrainSettings, mean_loss, train
 from tunelens.runs import Run, resolve_device
@@ -53,7 +53,8 @@ class HopsTrainConfig(TunelensConfig):
     checkpoint_fractions: list[float] = Field([0.25, 0.5, 0.75], description="Fractions of training at which a "
                                               "checkpoint is saved and evaluated (the final one always is).")
     train: TrainSettings = Field(default_factory=lambda: TrainSettings(
-        epochs=4, batch_size=16, lr=2e-3, weight_decay=0.01, betas=(0.9, 0.95), checkpoint_every=50),
+        epochs=4, batch_size=16, lr=2e-3, weight_decay=0.01, betas=(0.9, 0.95),
+        lr_schedule=Schedule(kind="constant", final_frac=1.0), checkpoint_every=50),
         description="Optimisation (set `epochs`; the steps follow from the corpus size).")
 
     @field_validator("dtype")
