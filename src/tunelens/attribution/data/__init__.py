@@ -1,0 +1,1 @@
+"""The hops data toolkit: generate, filter, audit, order and vary attribution corpora."""
