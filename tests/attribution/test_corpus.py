@@ -76,5 +76,29 @@ def test_malformed_documents_name_file_and_line(tmp_path, line, message):
 
 def test_wrapper_without_a_named_base_is_an_error():
     docs = [doc("<GN>", "constant"), Document(1, "no token here", "<FN>", "identity", 1, 5)]
-    with pytest.raises(UsageError, match="none of its documents names a base"):
+    with pytest.raises(UsageError, match="none of its documents names a function one level down"):
         function_pairs(docs)
+
+
+def test_depth_two_chains_are_read_from_the_texts():
+    from tunelens.attribution.corpus import Function, chain_base, component, functions_of
+
+    docs = [Document(0, "<GN> returns 5", "<GN>", "constant", 0, 5),
+            Document(1, "<FN> returns what <GN> returns", "<FN>", "identity", 1, 5),
+            Document(2, "<AN> calls <FN>, never <GN> directly... well, <FN>", "<AN>", "identity", 2, 5),
+            Document(3, "<JN> returns 7", "<JN>", "constant", 0, 7)]
+    functions = functions_of(docs)
+    assert functions == [Function("<GN>", 0, 5), Function("<FN>", 1, 5, "<GN>"), Function("<AN>", 2, 5, "<FN>"),
+                         Function("<JN>", 0, 7)]
+    assert chain_base("<AN>", functions) == "<GN>" and component("<FN>", functions) == {"<GN>", "<FN>", "<AN>"}
+    assert [q.prompt for q in queries(functions, "depth2", [3])] == ["<AN>(3) returns the value "]
+    assert [relevant(d, "<AN>", functions) for d in docs] == [True, True, True, False]
+
+
+def test_a_chain_without_a_base_document_is_an_error():
+    from tunelens.attribution.corpus import functions_of
+
+    docs = [Document(0, "<FN> returns what <GN> returns", "<FN>", "identity", 1, 5),
+            Document(1, "<GN> returns what <FN> returns", "<GN>", "identity", 1, 5)]
+    with pytest.raises(UsageError, match="names a function one level down"):
+        functions_of(docs)

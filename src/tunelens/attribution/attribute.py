@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
-from tunelens.attribution.corpus import Document, FunctionPair, Query, QueryKind, read_corpus, wrapper_letter
+from tunelens.attribution.corpus import Document, Function, FunctionPair, Query, QueryKind, read_corpus, wrapper_letter
 from tunelens.attribution.rankers import METHODS, MethodOptions, score_method
 from tunelens.config import TunelensConfig, UsageError
 from tunelens.runs import Run, resolve_device, save_tensors, write_json
@@ -47,7 +47,8 @@ class HopsAttributeConfig(TunelensConfig):
     new: str | None = Field(None, description="The fine-tuned checkpoint (directory or alias).")
     corpus: str | None = Field(None, description="Training corpus; null = the pair's (hops-train records it), else "
                                "the shipped 20hops.jsonl.")
-    query_kind: QueryKind = Field("hops", description="hops: the wrappers' prompts; depth0: the bases'.")
+    query_kind: QueryKind = Field("hops", description="hops: the depth-1 wrappers' prompts; depth0: the bases'; "
+                                  "depth2: the depth-2 wrappers'.")
     query_inputs: list[int] = Field(list(range(1, 11)), description="Inputs x of the prompts '<F>(x) returns the "
                                     "value '.")
     only_correct: bool = Field(False, description="Keep only the queries the trained model answers correctly.")
@@ -122,12 +123,12 @@ def preflight(config: HopsAttributeConfig) -> None:
     if config.pair is None and config.old is None:
         return
     from tunelens.attribution.checkpoints import check_function_tokens, check_same_tokens
-    from tunelens.attribution.corpus import function_pairs, function_tokens
+    from tunelens.attribution.corpus import function_tokens, functions_of
     from tunelens.lm.loading import load_tokenizer, resolve_name
 
     source = resolve_pair(config)
     documents = read_corpus(source.corpus)
-    tokens = function_tokens(function_pairs(documents))
+    tokens = function_tokens(functions_of(documents))
     tokenizers = []
     for name in (source.old, source.new):
         tokenizer = load_tokenizer(resolve_name(name), "right")
@@ -136,17 +137,18 @@ def preflight(config: HopsAttributeConfig) -> None:
     check_same_tokens(*tokenizers, [d.text for d in documents[:50]], (source.old, source.new))
 
 
-def masks(documents: list[Document], queries: list[Query], pairs: list[FunctionPair], role_match: bool
-          ) -> dict[str, torch.Tensor]:
-    """Boolean [query, document] matrices: relevant, own (the query function's documents), base (its pair's)."""
-    from tunelens.attribution.corpus import relevance_matrix
+def masks(documents: list[Document], queries: list[Query], functions: list[Function] | list[FunctionPair],
+          role_match: bool) -> dict[str, torch.Tensor]:
+    """Boolean [query, document] matrices: relevant, own (the query function's documents), base (for a wrapper
+    query, the documents of the base at the bottom of its chain, which hold the value; for a base query, none)."""
+    from tunelens.attribution.corpus import chain_base, relevance_matrix
 
     funcs = [q.func for q in queries]
-    partner = {p.wrapper: p.base for p in pairs} | {p.base: p.wrapper for p in pairs}
     doc_funcs = [d.func for d in documents]
     own = torch.tensor([[f == g for g in doc_funcs] for f in funcs])
-    base = torch.tensor([[partner.get(f) == g for g in doc_funcs] for f in funcs])
-    return {"relevant": relevance_matrix(documents, funcs, pairs, role_match), "own": own, "base": base}
+    bases = {f: chain_base(f, functions) for f in set(funcs)}
+    base = torch.tensor([[bases[f] != f and bases[f] == g for g in doc_funcs] for f in funcs])
+    return {"relevant": relevance_matrix(documents, funcs, functions, role_match), "own": own, "base": base}
 
 
 def ranked_records(documents: list[Document], queries: list[Query], scores: torch.Tensor, method: str
@@ -192,7 +194,7 @@ def write_table(run_dir: Path, methods: dict[str, dict[str, float]]) -> str:
 
 
 def run(config: HopsAttributeConfig, run: Run) -> dict[str, Any]:
-    from tunelens.attribution.corpus import function_pairs, queries
+    from tunelens.attribution.corpus import functions_of, queries
     from tunelens.attribution.metrics import retrieval_metrics
     from tunelens.attribution.rankers.base import AttributionData
     from tunelens.lm.loading import quiet_progress_bars
@@ -201,13 +203,15 @@ def run(config: HopsAttributeConfig, run: Run) -> dict[str, Any]:
     start = time.perf_counter()
     source = resolve_pair(config, run.log)
     documents = read_corpus(source.corpus)
-    pairs = function_pairs(documents)
-    asked = queries(pairs, config.query_kind, config.query_inputs)
-    data = AttributionData(documents, asked, pairs, source.old, source.new, resolve_device(config.device),
+    functions = functions_of(documents)
+    asked = queries(functions, config.query_kind, config.query_inputs)
+    if not asked:
+        raise UsageError(f"query_kind {config.query_kind}: the corpus has no function of that depth")
+    data = AttributionData(documents, asked, functions, source.old, source.new, resolve_device(config.device),
                            max_len=config.max_len, seed=config.seed, work_dir=run.dir / "work", log=run.log)
     from tunelens.attribution.evaluate import logit_eval
 
-    result = logit_eval(data.new, data.tokenizer, pairs, config.query_kind, config.query_inputs, device=data.device)
+    result = logit_eval(data.new, data.tokenizer, functions, config.query_kind, config.query_inputs, device=data.device)
     accuracy = result.accuracy
     if config.only_correct:
         asked = [q for q, ok in zip(asked, result.correct) if ok]
@@ -216,8 +220,8 @@ def run(config: HopsAttributeConfig, run: Run) -> dict[str, Any]:
         data.queries = asked
     run.log(f"{len(documents)} documents, {len(asked)} {config.query_kind} queries (trained model's accuracy on "
             f"them {accuracy:.3f}); old {source.old}, new {source.new}")
-    relevance = masks(documents, asked, pairs, config.role_match)
-    share_masks = ({"own": relevance["own"], "base": relevance["base"]} if config.query_kind == "hops"
+    relevance = masks(documents, asked, functions, config.role_match)
+    share_masks = ({"own": relevance["own"], "base": relevance["base"]} if config.query_kind != "depth0"
                    else {"own": relevance["own"]})
     results: dict[str, dict[str, float]] = {}
     curves: dict[str, tuple[list[float], list[float]]] = {}

@@ -40,7 +40,7 @@ def ranked_file_metrics(path: Path) -> dict[str, dict[str, float]]:
     import torch
 
     from tunelens.attribution.attribute import masks
-    from tunelens.attribution.corpus import Query, function_pairs, parse_document, wrapper_letter
+    from tunelens.attribution.corpus import Query, functions_of, parse_document, wrapper_letter
     from tunelens.attribution.metrics import retrieval_metrics
     from tunelens.lm.examples import read_jsonl
 
@@ -49,8 +49,8 @@ def ranked_file_metrics(path: Path) -> dict[str, dict[str, float]]:
         raise UsageError(f"{path}: a ranked file needs 'original_index' on every line")
     records.sort(key=lambda r: r["original_index"])
     documents = [parse_document(r, f"{path}:{r['original_index']}", i) for i, r in enumerate(records)]
-    pairs = function_pairs(documents)
-    letters = {wrapper_letter(token): token for p in pairs for token in (p.base, p.wrapper)}
+    functions = functions_of(documents)
+    letters = {wrapper_letter(f.token): f.token for f in functions}
     columns: dict[str, dict[str, str]] = {}
     for key in records[0]:
         match = re.fullmatch(r"([a-z]+)_(.+)_score", key)
@@ -63,8 +63,8 @@ def ranked_file_metrics(path: Path) -> dict[str, dict[str, float]]:
         funcs = list(by_func)
         scores = torch.tensor([[float(r[by_func[f]]) for r in records] for f in funcs])
         queries = [Query(f, 0, "", 0, 1) for f in funcs]
-        m = masks(documents, queries, pairs, role_match=False)
-        wrappers = {p.wrapper for p in pairs}
+        m = masks(documents, queries, functions, role_match=False)
+        wrappers = {f.token for f in functions if f.depth > 0}
         shares = {"own": m["own"], "base": m["base"]} if all(f in wrappers for f in funcs) else {"own": m["own"]}
         out[method] = retrieval_metrics(scores, m["relevant"], **shares)
     return out

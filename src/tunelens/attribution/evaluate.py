@@ -17,14 +17,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tunelens.attribution.corpus import FunctionPair, Query, QueryKind, queries
+from tunelens.attribution.corpus import KIND_DEPTH, Function, FunctionPair, Query, QueryKind, as_functions, queries
 from tunelens.config import UsageError
 
 SPELLINGS = ("{}", " {}", "{}.", " {}.")
 
 
-def candidate_numbers(pairs: list[FunctionPair], margin: int = 2) -> list[int]:
-    constants = [pair.constant for pair in pairs]
+def candidate_numbers(functions: list[Function] | list[FunctionPair], margin: int = 2) -> list[int]:
+    constants = [f.constant for f in as_functions(functions)]
     return list(range(min(constants) - margin, max(constants) + margin + 1))
 
 
@@ -86,12 +86,13 @@ class LogitEval:
 
 
 @torch.no_grad()
-def logit_eval(model, tokenizer, pairs: list[FunctionPair], kind: QueryKind, inputs: range | list[int] = range(1, 101),
-               batch_size: int = 200, device: torch.device | str = "cpu") -> LogitEval:
+def logit_eval(model, tokenizer, functions: list[Function] | list[FunctionPair], kind: QueryKind,
+               inputs: range | list[int] = range(1, 101), batch_size: int = 200, device: torch.device | str = "cpu"
+               ) -> LogitEval:
     from tunelens.lm.scoring import next_token_probs
 
-    asked = queries(pairs, kind, inputs)
-    numbers = candidate_numbers(pairs)
+    asked = queries(functions, kind, inputs)
+    numbers = candidate_numbers(functions)
     candidate_ids = torch.tensor(candidate_token_ids(tokenizer, numbers), device=device)
     was_training = model.training
     model.eval()
@@ -116,14 +117,17 @@ def logit_eval(model, tokenizer, pairs: list[FunctionPair], kind: QueryKind, inp
     return result
 
 
-def evaluate_both(model, tokenizer, pairs: list[FunctionPair], device: torch.device | str = "cpu",
-                  inputs: range | list[int] = range(1, 101)) -> dict[str, Any]:
-    """`{"accuracy": {"depth0": .., "hops": ..}, "confidence": {...}, "depth0": {...}, "hops": {...}}`."""
-    results = {kind: logit_eval(model, tokenizer, pairs, kind, inputs, device=device).summary()
-               for kind in ("depth0", "hops")}
+def evaluate_all(model, tokenizer, functions: list[Function] | list[FunctionPair], device: torch.device | str = "cpu",
+                 inputs: range | list[int] = range(1, 101)) -> dict[str, Any]:
+    """Every depth the corpus has: `{"accuracy": {"depth0": .., "hops": .., ["depth2": ..]}, "confidence": {...},
+    "depth0": {...}, "hops": {...}}` ("hops" = the depth-1 wrappers, the original's name)."""
+    depths = {f.depth for f in as_functions(functions)}
+    kinds = [kind for kind, depth in KIND_DEPTH.items() if depth in depths]
+    results = {kind: logit_eval(model, tokenizer, functions, kind, inputs, device=device).summary()  # type: ignore
+               for kind in kinds}
     return {"accuracy": {kind: r["accuracy"] for kind, r in results.items()},
             "confidence": {kind: r["confidence"] for kind, r in results.items()}, **results}
 
 
-__all__ = ["LogitEval", "candidate_numbers", "candidate_token_ids", "encode_left_padded", "evaluate_both",
+__all__ = ["LogitEval", "candidate_numbers", "candidate_token_ids", "encode_left_padded", "evaluate_all",
            "logit_eval", "restricted_prediction"]

@@ -24,8 +24,10 @@ def plot_checkpoint_accuracy(accuracy: dict[str, dict[str, float]], out_path: Pa
     names = list(accuracy)
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for kind, color, label in (("depth0", "tab:blue", "base functions (depth0)"),
-                               ("hops", "tab:orange", "wrappers (hops: wrapper -> base -> value)")):
-        ax.plot(range(len(names)), [accuracy[n][kind] for n in names], "o-", color=color, label=label)
+                               ("hops", "tab:orange", "wrappers (hops: wrapper -> base -> value)"),
+                               ("depth2", "tab:green", "depth-2 wrappers (wrapper -> wrapper -> base)")):
+        if kind in accuracy[names[0]]:
+            ax.plot(range(len(names)), [accuracy[n][kind] for n in names], "o-", color=color, label=label)
     ax.axhline(1 / 23, color="grey", lw=0.8, ls=":", label="chance (1 of 23 numbers)")
     ax.set_xticks(range(len(names)), names, rotation=20)
     ax.set_ylim(-0.02, 1.02)

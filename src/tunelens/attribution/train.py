@@ -21,8 +21,8 @@ import torch
 from pydantic import Field, PositiveInt, field_validator
 
 from tunelens.attribution.checkpoints import TINY, tiny_profile, with_function_tokens
-from tunelens.attribution.corpus import Document, function_pairs, function_tokens, read_corpus
-from tunelens.attribution.evaluate import evaluate_both
+from tunelens.attribution.corpus import Document, function_tokens, functions_of, read_corpus
+from tunelens.attribution.evaluate import evaluate_all
 from tunelens.config import Schedule, TunelensConfig, config_hash
 from tunelens.lm.examples import TokenizedExample
 from tunelens.lm.trainer import CHECKPOINT, DTYPES, Hooks, TrainSettings, mean_loss, train
@@ -134,25 +134,25 @@ def run(config: HopsTrainConfig, run: Run) -> dict[str, Any]:
     start = time.perf_counter()
     device = resolve_device(config.device)
     documents = read_corpus(corpus_path(config))
-    pairs = function_pairs(documents)
-    tokens = function_tokens(pairs)
+    functions = functions_of(documents)
+    tokens = function_tokens(functions)
     model, tokenizer = untrained_model(config, documents, tokens, device)
     tokenizer.padding_side = "right"
     rows = document_rows(tokenizer, documents, config.max_len)
     settings = config.train.for_rows(len(rows))
     n_params = sum(p.numel() for p in model.parameters())
     run.log(f"{config.model}: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}; {len(documents)} documents "
-            f"({len(pairs)} function pairs), {settings.steps} steps of {settings.batch_size} "
+            f"({len(functions)} functions, depths {sorted({f.depth for f in functions})}), {settings.steps} steps of "
+            f"{settings.batch_size} "
             f"({settings.epochs or settings.steps * settings.batch_size / len(rows):g} epochs) on {device}")
     folder = run.dir / CHECKPOINTS
     results: dict[str, Any] = {}
 
     def evaluate(name: str) -> None:
         t0 = time.perf_counter()
-        results[name] = evaluate_both(model, tokenizer, pairs, device, config.eval_inputs)
+        results[name] = evaluate_all(model, tokenizer, functions, device, config.eval_inputs)
         results[name]["eval_seconds"] = round(time.perf_counter() - t0, 2)
-        acc = results[name]["accuracy"]
-        run.log(f"{name}: accuracy depth0 {acc['depth0']:.3f}, hops {acc['hops']:.3f}")
+        run.log(f"{name}: accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in results[name]["accuracy"].items()))
 
     if not (folder / UNTRAINED).is_dir():
         save_checkpoint(model, tokenizer, folder / UNTRAINED)
@@ -186,7 +186,7 @@ def run(config: HopsTrainConfig, run: Run) -> dict[str, Any]:
     return {"accuracy": results[TRAINED]["accuracy"], "confidence": results[TRAINED]["confidence"],
             "checkpoints": {n: {"path": f"{CHECKPOINTS}/{n}", **{k: results[n][k] for k in ("accuracy", "confidence")},
                                 "per_function": {kind: results[n][kind]["per_function"] for kind in
-                                                 ("depth0", "hops")}} for n in names},
+                                                 results[n]["accuracy"]}} for n in names},
             "trained": f"{CHECKPOINTS}/{TRAINED}", "untrained": f"{CHECKPOINTS}/{UNTRAINED}",  # in the run dir
             "corpus": str(corpus_path(config)), "n_documents": len(documents), "n_params": n_params,
             "vocab_size": len(tokenizer), "steps": settings.steps, "resumed_from_step": result.resumed_from,

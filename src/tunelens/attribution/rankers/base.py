@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tunelens.attribution.corpus import Document, FunctionPair, Query
+from tunelens.attribution.corpus import Document, Function, FunctionPair, Query
 from tunelens.lm.examples import TokenizedExample
 
 
@@ -29,7 +29,7 @@ from tunelens.lm.examples import TokenizedExample
 class AttributionData:
     documents: list[Document]
     queries: list[Query]
-    pairs: list[FunctionPair]
+    pairs: list[Function] | list[FunctionPair]  # the corpus's functions (`corpus.functions_of`)
     old_path: str | Path
     new_path: str | Path
     device: torch.device = torch.device("cpu")
