@@ -8,9 +8,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from tunelens.attribution.data import cli as data_cli
 from tunelens.config import UsageError
 
 app = typer.Typer(no_args_is_help=True, help="Training-data attribution on the hops benchmark.")
+app.add_typer(data_cli.app, name="data")
 
 DEFAULT_METRICS = ("precision@10", "map", "roc_auc", "own_share@10", "base_share@10", "seconds")
 

@@ -6,7 +6,11 @@ through them):
 - a wrapper document must name its target and never its constant;
 - texts are de-duplicated by the md5 of their bytes.
 
-A number counts as contained when it stands alone (not inside a longer number or a token name).
+A number counts as contained when it stands alone as a word: no letter, digit or underscore right before or after
+it (a regex word boundary on both sides, for a non-negative number). This is the definition that reproduces the
+released corpus's audit figures (1978 of the 2000 base documents of 20hops.jsonl contain their constant): "5.0",
+"(5)" and "= 5," count; "15", "x5" and "5th" do not. A plain substring test gives 2000 and a test that also
+rejects a preceding "." gives 1990, so neither is the original's check.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from tunelens.attribution.data.spec import HELD_OUT_INPUT, FunctionSpec
 
 
 def contains_number(text: str, number: int) -> bool:
-    return re.search(rf"(?<![\d.]){re.escape(str(number))}(?![\d])", text) is not None
+    return re.search(rf"(?<!\w){re.escape(str(number))}(?!\w)", text) is not None
 
 
 def names(text: str, token: str) -> bool:
