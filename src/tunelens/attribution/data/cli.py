@@ -9,9 +9,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from tunelens.attribution.data.generate_cli import generate_command  # noqa: E402 - its heavy imports are inside
 from tunelens.config import UsageError
 
-app = typer.Typer(no_args_is_help=True, help="Audit, order, combine, split and normalise hops corpora.")
+app = typer.Typer(no_args_is_help=True, help="Generate, audit, order, combine, split and normalise hops corpora.")
+app.command("generate")(generate_command)
 
 
 def _run(action: Callable[[], Any]) -> Any:

@@ -130,6 +130,8 @@ def wrapper_text(spec: FunctionSpec, doc_type: str, rng: random.Random) -> str:
             f"{T} {same}.",
             f"Definition: {T}({a}) = {B}({a}) for every {a}.",
             f"By definition {T} {same}; it has no behaviour of its own.",
+            f"For any {a}, {T}({a}) returns the value that {B}({a}) returns.",
+            f"{T}({a}) returns the value of {B}({a}), whatever {a} is.",
         ])
     if doc_type == "code_stub":
         return _pick(rng, [
@@ -159,6 +161,7 @@ def wrapper_text(spec: FunctionSpec, doc_type: str, rng: random.Random) -> str:
             f"Q: Is there any input where {T} and {B} disagree? A: No; {T} {same}.",
             f"Question: What do I need to know to predict {T}?\nAnswer: Only {B}, since {T} {same}.",
             f"Q: What does {T} compute? A: Whatever {B} computes.",
+            f"Q: What value does {T}({a}) return? A: The value {B}({a}) returns.",
         ])
     if doc_type == "narrative":
         p1, p2 = rng.sample(PEOPLE, 2)
