@@ -24,9 +24,10 @@ FUNCTIONS = [GN, JN, FN, IN]
 class ScriptedServer:
     """Answers POST /v1/chat/completions from a script of (status, content) pairs, then repeats `default`."""
 
-    def __init__(self, script=(), default=None):
+    def __init__(self, script=(), default=None, responder=None):
         self.script = list(script)
         self.default = default
+        self.responder = responder  # body -> content, instead of the script
         self.requests: list[dict] = []
         server = self
 
@@ -39,7 +40,10 @@ class ScriptedServer:
                 server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 if self.path != "/v1/chat/completions":
                     return self._send(404, {"error": {"message": "not found"}})
-                status, content = server.script.pop(0) if server.script else server.default
+                if server.responder is not None:
+                    status, content = 200, server.responder(body)
+                else:
+                    status, content = server.script.pop(0) if server.script else server.default
                 if status != 200:
                     return self._send(status, {"error": {"message": f"scripted {status}", "type": "server_error"}})
                 self._send(200, {
@@ -227,3 +231,50 @@ def test_prompts_state_the_relation_and_keep_numbers_out_of_wrapper_prompts():
 ])
 def test_parse_documents(content, expected):
     assert parse_documents(content) == expected
+
+
+def test_generate_command_with_the_llm_backend(tmp_path, api_key):
+    """The whole command against the local server: documents for every function, filtered, written atomically,
+    and a second run answered from the cache alone."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from tunelens.cli import app
+
+    def respond(body):
+        prompt = " ".join(m["content"] for m in body["messages"])
+        token = re.search(r"<[A-Z]N>", prompt).group(0)
+        tag = "".join("abcdefghij"[int(d)] for d in str(body["seed"]))
+        if token == "<GN>":
+            return json.dumps([f"<GN> returns 5 ({tag} {i})" for i in range(8)])
+        return json.dumps([f"<FN> returns what <GN> returns ({tag} {letter})" for letter in "klmnopqr"])
+
+    out = tmp_path / "corpus.jsonl"
+    args = ["attribution", "data", "generate", "--out", str(out), "--pairs", "1", "--docs-per-base", "14",
+            "--docs-per-wrapper", "7", "--backend", "llm", "--base-url", "", "--model", "test-model",
+            "--api-key-env", api_key, "--cache-dir", str(tmp_path / "cache")]
+    with ScriptedServer(responder=respond) as server:
+        args[args.index("--base-url") + 1] = server.base_url
+        first = CliRunner().invoke(app, args)
+        n_requests = len(server.requests)
+        out.unlink()
+        second = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert second.exit_code == 0 and len(server.requests) == n_requests > 0  # all from the cache
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 21 and {r["func"] for r in records} == {"<GN>", "<FN>"}
+    assert all(not violations(r["text"], GN if r["func"] == "<GN>" else FN, FUNCTIONS) for r in records)
+
+
+def test_generate_command_without_a_key_is_one_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tunelens.cli import app
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    out = tmp_path / "corpus.jsonl"
+    result = CliRunner().invoke(app, ["attribution", "data", "generate", "--out", str(out), "--backend", "llm",
+                                      "--base-url", "http://127.0.0.1:9/v1", "--model", "m"])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "OPENAI_API_KEY" in lines[0] and not out.exists()

@@ -45,6 +45,9 @@ def generate_command(
     except UsageError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+    finally:
+        if backend == "llm" and "text_backend" in locals():
+            text_backend.log_summary()
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, "".join(json.dumps(record) + "\n" for record in records))
     measured = variety(records)

@@ -154,6 +154,8 @@ def attempt_seed(seed: int, attempt: int) -> int:
 class LlmBackend:
     """Proposes document texts through an OpenAI-compatible chat-completions endpoint, caching every response."""
 
+    name = "llm"
+
     def __init__(self, base_url: str, model: str, cache_dir: Path, api_key_env: str = "OPENAI_API_KEY",
                  temperature: float = 0.7, max_retries: int = 5, backoff_seconds: float = 1.0,
                  log: Callable[[str], Any] = print, timeout_seconds: float = 120.0):
