@@ -128,3 +128,27 @@ def test_compare_rejects_what_is_not_a_result(tmp_path, path_kind):
         (target / "summary.json").write_text(json.dumps({"accuracy": 1}))
     line = one_line_error(run_cli("attribution", "compare", str(target)))
     assert "not found" in line or "not a hops-attribute summary" in line
+
+
+def test_a_generated_depth_two_corpus_trains_and_ranks(tmp_path):
+    """generate -> audit -> hops-train -> hops-attribute on depth-2 queries, every step through the CLI."""
+    corpus = tmp_path / "d2.jsonl"
+    generated = run_cli("attribution", "data", "generate", "--out", str(corpus), "--pairs", "3", "--depth", "2",
+                        "--docs-per-base", "21", "--docs-per-wrapper", "14")
+    assert generated.exit_code == 0, generated.output
+    assert run_cli("attribution", "data", "audit", str(corpus)).exit_code == 0
+    pair = tmp_path / "pair"
+    trained = run_cli("run", "hops-train", "--out", str(pair), "--set", f"corpus={corpus}", "--set", "vocab_size=300",
+                      "--set", "d_model=32", "--set", "n_layers=1", "--set", "n_heads=2", "--set", "d_mlp=64",
+                      "--set", "train.epochs=1", "--set", "eval_inputs=[1,2]", "--set", "checkpoint_fractions=[0.5]")
+    assert trained.exit_code == 0, trained.output
+    summary = json.loads((pair / "summary.json").read_text())
+    assert set(summary["accuracy"]) == {"depth0", "hops", "depth2"}
+    out = tmp_path / "attr"
+    ranked = run_cli("run", "hops-attribute", "--out", str(out), "--set", f"pair={pair}", "--set", "query_kind=depth2",
+                     "--set", "methods=[bm25,dh_similarity]", "--set", "query_inputs=[1,2]")
+    assert ranked.exit_code == 0, ranked.output
+    result = json.loads((out / "summary.json").read_text())
+    # a depth-2 query's chain: its own 14 documents, its target's 14 and the base's 21
+    assert result["n_queries"] == 6 and result["relevant_per_query"] == 49
+    assert "base_share@10" in result["methods"]["bm25"]
