@@ -8,8 +8,8 @@ from tunelens.cli import app
 from tunelens.control.finetune import target_table, training_rows
 from tunelens.control.samples import Sample
 
-SMALL = ["--set", "n_train_items=1", "--set", "n_eval_items=1", "--set", "optim.epochs=1", "--set",
-         "optim.batch_size=8", "--set", "optim.lr=1e-2", "--set", "optim.eval_every=0", "--set", "optim.log_every=1",
+SMALL = ["--set", "n_train_items=1", "--set", "n_eval_items=1", "--set", "train.epochs=1", "--set",
+         "train.batch_size=8", "--set", "train.lr=1e-2", "--set", "train.eval_every=0", "--set", "train.log_every=1",
          "--device", "cpu"]
 
 

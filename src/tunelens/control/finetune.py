@@ -14,38 +14,20 @@ figure, and `summary.json` with `before.cases.<case>…` and `after.cases.<case>
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt
 
-from tunelens.config import Schedule, TunelensConfig, UsageError, config_hash
+from tunelens.config import TunelensConfig, UsageError, config_hash
 from tunelens.control.losses import LossKind
 from tunelens.control.samples import CASES, Case
 from tunelens.lm.adapters import LoraSettings
 from tunelens.lm.examples import ChatMode, TokenizedExample
 from tunelens.lm.trainer import CHECKPOINT, TrainSettings
 from tunelens.runs import Run, resolve_device
-
-
-class Optimisation(BaseModel):
-    """How long and how hard to train; turned into the shared loop's TrainSettings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    epochs: PositiveInt = Field(3, description="Passes over the training samples.")
-    batch_size: PositiveInt = Field(16, description="Samples per optimiser step.")
-    grad_accum_steps: PositiveInt = Field(1, description="Micro-batches per step.")
-    lr: PositiveFloat = Field(2e-3, description="Peak learning rate (AdamW).")
-    weight_decay: NonNegativeFloat = Field(0.0, description="AdamW weight decay.")
-    warmup_frac: float = Field(0.05, ge=0, le=1, description="Share of the steps spent warming up (cosine after).")
-    max_grad_norm: PositiveFloat | None = Field(1.0, description="Clip the gradient norm; null = off.")
-    eval_every: NonNegativeInt = Field(50, description="Held-out loss every this many steps; 0 = never.")
-    checkpoint_every: NonNegativeInt = Field(50, description="Resumable checkpoint every this many steps; 0 = never.")
-    log_every: PositiveInt = Field(10, description="Log the training loss every this many steps.")
 
 
 class OutputControlFinetuneConfig(TunelensConfig):
@@ -67,7 +49,8 @@ class OutputControlFinetuneConfig(TunelensConfig):
     eval_frac: float = Field(0.5, gt=0, lt=1, description="Share of the word list held out for evaluation.")
     sample_seed: NonNegativeInt = Field(0, description="Seed of the word split and the draws.")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA rank, alpha, dropout, modules.")
-    optim: Optimisation = Field(default_factory=Optimisation, description="Optimisation.")
+    train: TrainSettings = Field(default_factory=lambda: TrainSettings(epochs=3, batch_size=16, lr=2e-3),
+                                 description="Optimisation (the shared loop's settings; `epochs` sets the steps).")
     top_k: PositiveInt = Field(20, description="Merged entries kept per prompt when evaluating.")
     batch_size: PositiveInt = Field(32, description="Prompts per forward pass when evaluating.")
 
@@ -130,13 +113,8 @@ def training_and_held_out_words(tokenizer, source: str, eval_frac: float, seed: 
 
 
 def train_settings(config: OutputControlFinetuneConfig, n_rows: int) -> TrainSettings:
-    o = config.optim
-    steps = max(1, math.ceil(o.epochs * n_rows / o.batch_size))
-    return TrainSettings(steps=steps, batch_size=o.batch_size, grad_accum_steps=o.grad_accum_steps, lr=o.lr,
-                         weight_decay=o.weight_decay, lr_schedule=Schedule(kind="cosine", warmup_frac=o.warmup_frac),
-                         max_grad_norm=o.max_grad_norm, eval_every=o.eval_every,
-                         eval_batch_size=config.batch_size, checkpoint_every=o.checkpoint_every,
-                         log_every=o.log_every)
+    """The config's settings with the steps fixed for `n_rows` training rows."""
+    return config.train.for_rows(n_rows)
 
 
 def fingerprint(config: OutputControlFinetuneConfig) -> str:
