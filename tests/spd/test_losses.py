@@ -71,3 +71,16 @@ def test_lower_leaky_keeps_gradient_below_zero():
     x = torch.tensor([-1.0, 0.5, 2.0], requires_grad=True)
     lower_leaky_hard(x).sum().backward()
     assert torch.allclose(x.grad, torch.tensor([0.01, 1.0, 0.0]))
+
+
+def test_clamped_lower_leaky_forward_and_one_sided_leak():
+    from tunelens.spd.sigmoids import clamped_lower_leaky_hard
+
+    x = torch.tensor([-1.0, -0.5, 0.5, 2.0], requires_grad=True)
+    y = clamped_lower_leaky_hard(x)
+    assert torch.equal(y.detach(), torch.tensor([0.0, 0.0, 0.5, 1.0]))  # never negative
+    # incoming gradients: a descent step raises x where the gradient is negative
+    y.backward(torch.tensor([-2.0, 3.0, 4.0, -5.0]))
+    assert torch.allclose(x.grad, torch.tensor([-0.02, 0.0, 4.0, 0.0]))
+    lower, upper = importance_pair(torch.tensor([-1.0, 2.0]), "leaky_hard_clamped")
+    assert lower.tolist() == [0.0, 1.0] and torch.allclose(upper, torch.tensor([0.0, 1.01]))
