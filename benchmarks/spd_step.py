@@ -4,6 +4,10 @@
 
 Prints the median (and min/max) seconds per step over `repeats` blocks of `steps` steps each. Targets come from
 the cache (trained on first use), so the first call of a fresh machine also trains them.
+
+For tms_5-2 and resid_mlp1 it also prints the public reference implementation's step as measured on this kind of
+machine (`shared/research/spd_peer_measured.md`: goodfire-ai/spd at 3f0bb61, fp32) and the ratio per training
+sample, ours over theirs, since the two default to different batch sizes. Compare at the reference's thread count.
 """
 
 from __future__ import annotations
@@ -19,6 +23,12 @@ from tunelens.runs import seed_everything
 from tunelens.spd.losses import OUTPUT_LOSSES
 from tunelens.spd.targets import build_target
 from tunelens.spd.train import build_component_model, make_optimizer, optimizer_step
+
+# experiment -> (seconds per step, batch size, threads, what was measured)
+PEER = {
+    "tms_5-2": (0.030, 4096, 2, "reference tms_5-2, 10k x 4096, fp32, 2 threads"),
+    "resid_mlp1": (0.185, 2048, 1, "reference resid_mlp1, 1 thread"),
+}
 
 
 def time_steps(name: str, repeats: int, steps: int, overrides: list[str]) -> list[float]:
@@ -55,8 +65,16 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     for name in args.names:
         times = time_steps(name, args.repeats, args.steps, args.overrides)
-        print(f"{name}\tthreads={torch.get_num_threads()}\tmedian {statistics.median(times) * 1e3:.2f} ms/step"
+        median = statistics.median(times)
+        print(f"{name}\tthreads={torch.get_num_threads()}\tmedian {median * 1e3:.2f} ms/step"
               f"\tmin {min(times) * 1e3:.2f}\tmax {max(times) * 1e3:.2f}\t({args.repeats}x{args.steps} steps)")
+        if name in PEER:
+            seconds, batch, threads, what = PEER[name]
+            ours_batch = get_experiment(name).load_config(assignments=args.overrides).optim.batch_size
+            ratio = (median / ours_batch) / (seconds / batch)
+            print(f"{name}\tpeer\t{seconds * 1e3:.2f} ms/step at batch {batch}, {threads} thread(s) ({what})\t"
+                  f"per sample: ours {median / ours_batch * 1e6:.2f} us, peer {seconds / batch * 1e6:.2f} us, "
+                  f"ratio {ratio:.2f}{'' if threads == torch.get_num_threads() else ' (thread counts differ)'}")
 
 
 if __name__ == "__main__":
