@@ -53,12 +53,10 @@ def restricted_prediction(probs: Float[Tensor, "batch vocab"], candidate_ids: In
 
 def encode_left_padded(tokenizer, prompts: list[str]) -> tuple[Tensor, Tensor]:
     """Left-padded ids and attention mask (the tokenizer's own special tokens, e.g. BOS, included)."""
-    encoded = [tokenizer(prompt)["input_ids"] for prompt in prompts]
-    width = max(len(ids) for ids in encoded)
+    from tunelens.lm.batching import pad_batch
+
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded])
-    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])
-    return input_ids, attention_mask
+    return pad_batch([tokenizer(prompt)["input_ids"] for prompt in prompts], pad, side="left")
 
 
 @dataclass

@@ -174,6 +174,17 @@ def tokenize_examples(tokenizer, examples: Sequence[Example], **kwargs: Any) -> 
     return [tokenize_example(tokenizer, example, index, **kwargs) for index, example in enumerate(examples)]
 
 
+def length_order(rows: Sequence[TokenizedExample]) -> list[int]:
+    """Row positions, shortest first (stable): consecutive rows then need little padding."""
+    return sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
+
+
+def batches_by_length(rows: Sequence[TokenizedExample], batch_size: int) -> list[list[int]]:
+    """Row positions in batches of similar length (the order of `length_order`, cut every batch_size)."""
+    order = length_order(rows)
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def collate(rows: Sequence[TokenizedExample], pad_id: int) -> Batch:
     ids, attention = pad_batch([r.input_ids for r in rows], pad_id, side="right")
     loss_mask, _ = pad_batch([r.loss_mask for r in rows], 0, side="right")

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from tunelens import distributed
 from tunelens.config import Schedule, UsageError
-from tunelens.lm.examples import Batch, TokenizedExample, collate
+from tunelens.lm.examples import Batch, TokenizedExample, batches_by_length, collate
 from tunelens.lm.scoring import per_example_loss
 from tunelens.runs import Run, load_tensors, save_tensors, write_json
 from tunelens.schedules import lr_scheduler
@@ -154,10 +154,8 @@ def row_losses(model: nn.Module, rows: Sequence[TokenizedExample], pad_id: int, 
     right padding does not change a row's loss."""
     was_training = model.training
     model.eval()
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
     losses = torch.zeros(len(rows))
-    for start in range(0, len(rows), batch_size):
-        chosen = order[start:start + batch_size]
+    for chosen in batches_by_length(rows, batch_size):
         batch = collate([rows[i] for i in chosen], pad_id).to(device)
         losses[chosen] = row_loss(model, batch, forward_logits(model, batch)).float().cpu()
     model.train(was_training)

@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from tunelens.lm.examples import Batch, TokenizedExample, collate
+from tunelens.lm.examples import Batch, TokenizedExample, batches_by_length, collate
 from tunelens.lm.layers import decoder_layers, residual_stream
 from tunelens.lm.scoring import per_example_loss
 
@@ -46,11 +46,6 @@ def pooling_weights(batch: Batch, pooling: Pooling) -> Float[Tensor, "batch seq"
 
 def pool(stream: Float[Tensor, "batch seq d"], weights: Float[Tensor, "batch seq"]) -> Float[Tensor, "batch d"]:
     return torch.einsum("bsd,bs->bd", stream.float(), weights)
-
-
-def batches_by_length(rows: Sequence[TokenizedExample], batch_size: int) -> list[list[int]]:
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def stream_batches(model: nn.Module, rows: Sequence[TokenizedExample], pad_id: int, with_grad: bool = False,
@@ -159,5 +154,5 @@ def _forward_keeping_grads(model: nn.Module, batch: Batch, recorded_grads: dict[
     return logits
 
 
-__all__ = ["Pooling", "batches_by_length", "path_gradients", "pool", "pooled_states", "pooling_weights",
+__all__ = ["Pooling", "path_gradients", "pool", "pooled_states", "pooling_weights",
            "stream_batches"]

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from tunelens.attribution.rankers.activations import Pooling, path_gradients, pooled_states
 from tunelens.attribution.rankers.base import AttributionData
+from tunelens.lm.batching import pad_batch
 from tunelens.lm.layers import decoder_layers, residual_stream
 
 
@@ -274,11 +275,9 @@ def causal_patching_scores(data: AttributionData, options: DiffOptions | None = 
     n_layers = len(decoder_layers(data.new))
     layers = chosen_layers(n_layers, options.patch_layers if options.patch_layers is not None else [n_layers // 2])
     rows = data.query_rows()
-    width = max(len(r.input_ids) - 1 for r in rows)  # prompts, left-padded: every one ends in the last column
-    input_ids = torch.tensor([[data.pad_id] * (width - len(r.input_ids) + 1) + r.input_ids[:-1] for r in rows],
-                             device=data.device)
-    attention = torch.tensor([[0] * (width - len(r.input_ids) + 1) + [1] * (len(r.input_ids) - 1) for r in rows],
-                             device=data.device)
+    # the prompts (rows without their answer), left-padded: every one ends in the last column
+    input_ids, attention = (t.to(data.device) for t in pad_batch([r.input_ids[:-1] for r in rows], data.pad_id,
+                                                                  side="left"))
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     answers, candidates = data.answer_ids().to(data.device), data.candidate_ids().to(data.device)
     importance = (delta(data, "documents", options) * gradient(data, "documents", options)).abs()

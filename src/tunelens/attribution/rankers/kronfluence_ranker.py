@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 
 from tunelens.attribution.rankers.base import AttributionData
 from tunelens.config import UsageError
-from tunelens.lm.examples import Batch, TokenizedExample, collate
+from tunelens.lm.examples import Batch, TokenizedExample, collate, length_order
 from tunelens.lm.layers import decoder_layers
 from tunelens.lm.task import CompletionLossTask
 
@@ -164,11 +164,6 @@ def output_dir(work_dir: Path | None) -> Iterator[Path]:
     else:
         with tempfile.TemporaryDirectory(prefix="kronfluence-") as tmp:
             yield Path(tmp)
-
-
-def length_order(rows: Sequence[TokenizedExample]) -> list[int]:
-    """Row positions shortest first: batches of similar length, so `to_batch` cuts most of the padding."""
-    return sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
 
 
 # --------------------------------------------------------------------------------------------------- ranker
