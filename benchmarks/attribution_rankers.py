@@ -20,16 +20,12 @@ import time
 from pathlib import Path
 
 from tunelens.attribution.attribute import HopsAttributeConfig, resolve_pair
-from tunelens.attribution.corpus import function_pairs, queries, read_corpus
+from tunelens.attribution.corpus import functions_of, queries, read_corpus
 from tunelens.attribution.rankers import METHODS, MethodOptions, score_method
 from tunelens.attribution.rankers.base import AttributionData
+from tunelens.runs import load_average
 
 SLOW = {"kronfluence", "bergson", "attr_change_ig", "causal_patching"}
-
-
-def load_average() -> str:
-    with open("/proc/loadavg") as handle:
-        return handle.read().strip()
 
 
 def main() -> None:
@@ -42,15 +38,15 @@ def main() -> None:
 
     source = resolve_pair(HopsAttributeConfig(pair=str(args.pair) if args.pair else None))
     documents = read_corpus(source.corpus)
-    pairs = function_pairs(documents)
-    asked = queries(pairs, "hops", range(1, 11))
+    functions = functions_of(documents)
+    asked = queries(functions, "hops", range(1, 11))
     options = MethodOptions()
     print(f"pair {source.new}: {len(documents)} documents x {len(asked)} queries; load average {load_average()}")
     rows = []
     for method in args.methods:
         seconds = []
         for repeat in range(args.repeats_slow if method in SLOW else args.repeats):
-            data = AttributionData(documents, asked, pairs, source.old, source.new, log=lambda message: None,
+            data = AttributionData(documents, asked, functions, source.old, source.new, log=lambda message: None,
                                    work_dir=Path("/tmp") / f"tunelens-bench-{method}-{repeat}")
             _ = data.old  # loading both checkpoints is not the method's time
             start = time.perf_counter()

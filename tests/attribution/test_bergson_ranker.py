@@ -41,7 +41,7 @@ def micro_data(tmp_path_factory) -> AttributionData:
                            pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return AttributionData(documents=documents, queries=queries(pairs, "hops", range(1, 4)), pairs=pairs,
+    return AttributionData(documents=documents, queries=queries(pairs, "hops", range(1, 4)), functions=pairs,
                            old_path=folder, new_path=folder, work_dir=tmp_path_factory.mktemp("work"),
                            batch_size=4, log=lambda message: None)
 

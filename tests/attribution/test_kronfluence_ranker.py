@@ -17,7 +17,7 @@ class MicroData(AttributionData):
     """AttributionData over a model and hand-made rows (no checkpoints, no tokenizer files)."""
 
     def __init__(self, model, documents: list[TokenizedExample], queries: list[TokenizedExample], work_dir):
-        super().__init__(documents=[None] * len(documents), queries=[None] * len(queries), pairs=[], old_path="",
+        super().__init__(documents=[None] * len(documents), queries=[None] * len(queries), functions=[], old_path="",
                          new_path="", work_dir=work_dir, log=lambda message: None)
         model.requires_grad_(False)
         self._cache.update({"model/new": model, "tokenizer": SimpleNamespace(pad_token_id=PAD),

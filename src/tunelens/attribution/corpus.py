@@ -168,17 +168,22 @@ def function_tokens(functions: list[Function] | list[FunctionPair]) -> list[str]
     return [f.token for f in as_functions(functions)]
 
 
-def chain_base(token: str, functions: list[Function] | list[FunctionPair]) -> str:
-    """The base at the bottom of a function's chain (the function holding the value)."""
-    by_token = {f.token: f for f in as_functions(functions)}
+def _bottom(token: str, by_token: dict[str, Function]) -> str:
     while by_token[token].target is not None:
         token = by_token[token].target  # type: ignore[assignment]
     return token
 
 
+def chain_base(token: str, functions: list[Function] | list[FunctionPair]) -> str:
+    """The base at the bottom of a function's chain (the function holding the value)."""
+    return _bottom(token, {f.token: f for f in as_functions(functions)})
+
+
 def component(token: str, functions: list[Function] | list[FunctionPair]) -> set[str]:
     """Every function on the chains through `token` (its targets down to the base, and what wraps them)."""
-    return {f.token for f in as_functions(functions) if chain_base(f.token, functions) == chain_base(token, functions)}
+    by_token = {f.token: f for f in as_functions(functions)}
+    base = _bottom(token, by_token)
+    return {t for t in by_token if _bottom(t, by_token) == base}
 
 
 def queries(functions: list[Function] | list[FunctionPair], kind: QueryKind, inputs: range | list[int]) -> list[Query]:
@@ -195,10 +200,12 @@ def relevant(doc: Document, query_func: str, functions: list[Function] | list[Fu
              role_match: bool = False) -> bool:
     """A document is relevant to a query on f when its function is on f's chain (f or its pair at depth 1); with
     `role_match`, its role must also be the one its token has (identity for wrappers, constant for bases)."""
-    known = {f.token: f for f in as_functions(functions)}
-    if doc.func not in known or doc.func not in component(query_func, functions):
-        return False
-    return not role_match or doc.role == known[doc.func].role
+    roles = {f.token: f.role for f in as_functions(functions)}
+    return _relevant(doc, component(query_func, functions), roles, role_match)
+
+
+def _relevant(doc: Document, members: set[str], roles: dict[str, str], role_match: bool) -> bool:
+    return doc.func in members and (not role_match or doc.role == roles[doc.func])
 
 
 def relevance_matrix(documents: list[Document], query_funcs: list[str], functions: list[Function] | list[FunctionPair],
@@ -206,8 +213,11 @@ def relevance_matrix(documents: list[Document], query_funcs: list[str], function
     """Boolean [query, document] tensor of `relevant`."""
     import torch
 
-    by_func = {func: torch.tensor([relevant(d, func, functions, role_match) for d in documents])
-               for func in dict.fromkeys(query_funcs)}
+    roles = {f.token: f.role for f in as_functions(functions)}
+    by_func = {}
+    for func in dict.fromkeys(query_funcs):  # each function's chain once, not once per document
+        members = component(func, functions)
+        by_func[func] = torch.tensor([_relevant(d, members, roles, role_match) for d in documents])
     return torch.stack([by_func[func] for func in query_funcs])
 
 

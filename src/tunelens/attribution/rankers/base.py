@@ -29,7 +29,7 @@ from tunelens.lm.examples import TokenizedExample
 class AttributionData:
     documents: list[Document]
     queries: list[Query]
-    pairs: list[Function] | list[FunctionPair]  # the corpus's functions (`corpus.functions_of`)
+    functions: list[Function] | list[FunctionPair]  # the corpus's functions (`corpus.functions_of`)
     old_path: str | Path
     new_path: str | Path
     device: torch.device = torch.device("cpu")
@@ -47,7 +47,7 @@ class AttributionData:
             from tunelens.attribution.checkpoints import check_same_tokens, load_checkpoint
             from tunelens.attribution.corpus import function_tokens
 
-            tokens = function_tokens(self.pairs)
+            tokens = function_tokens(self.functions)
             old_model, old_tokenizer = load_checkpoint(self.old_path, tokens, self.device)
             new_model, new_tokenizer = load_checkpoint(self.new_path, tokens, self.device)
             check_same_tokens(old_tokenizer, new_tokenizer,
@@ -118,7 +118,7 @@ class AttributionData:
     def candidate_ids(self) -> Tensor:
         from tunelens.attribution.evaluate import candidate_numbers, candidate_token_ids
 
-        return torch.tensor(candidate_token_ids(self.tokenizer, candidate_numbers(self.pairs)))
+        return torch.tensor(candidate_token_ids(self.tokenizer, candidate_numbers(self.functions)))
 
 
 Scorer = Callable[[AttributionData, Any], Tensor]
