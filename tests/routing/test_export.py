@@ -45,7 +45,7 @@ def test_run_dir_without_adapters_and_model_dir_without_model(tmp_path):
     (tmp_path / "not_a_model").mkdir()
     result = CliRunner().invoke(app, ["run", "caps", "--out", str(tmp_path / "r"), "--set",
                                       f"model={tmp_path / 'not_a_model'}", "--device", "cpu"])
-    assert result.exit_code == 2 and "is a directory but not a model" in result.output, result.output
+    assert result.exit_code == 2 and "is a directory but not a Hugging Face model" in result.output, result.output
     assert len(result.output.strip().splitlines()) <= 2
     loaded, settings = load_routed(routed_run(tmp_path / "again")[1])
     assert settings.kind == "lora" and loaded is not None

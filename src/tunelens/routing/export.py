@@ -16,13 +16,6 @@ from tunelens.config import UsageError
 from tunelens.routing import adapters
 
 
-def check_model_dir(source: str) -> None:
-    """A local directory must hold a transformers model (config.json), else the loaders fail far from the cause."""
-    folder = Path(source)
-    if folder.is_dir() and not (folder / "config.json").is_file():
-        raise UsageError(f"{folder} is a directory but not a model (no config.json)")
-
-
 def load_routed(run_dir: str | Path, device: str | torch.device = "cpu"):
     """(model with the run's adapters, adapter settings) from a caps run directory."""
     from tunelens.lm.loading import load_model, resolve_name
@@ -33,9 +26,7 @@ def load_routed(run_dir: str | Path, device: str | torch.device = "cpu"):
     settings, base = adapters.read_adapter_config(folder)
     if base is None:
         raise UsageError(f"{folder}: the adapter config names no base model")
-    source = resolve_name(base)
-    check_model_dir(source)
-    model = load_model(source, device=device)
+    model = load_model(resolve_name(base), device=device)  # a directory that is not a model: one line there
     adapters.load_adapters(model, folder)
     return model.eval(), settings
 

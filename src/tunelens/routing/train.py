@@ -186,10 +186,7 @@ def run(config: CapsConfig, run: Run) -> dict[str, Any]:
 
     quiet_progress_bars()
     device = resolve_device(config.device)
-    source = resolve_name(config.model)
-    from tunelens.routing.export import check_model_dir
-
-    check_model_dir(source)
+    source = resolve_name(config.model)  # the loaders say in one line when a directory is not a model
     tokenizer = load_tokenizer(source, padding_side="right")
     model = load_model(source, device=device)
     train_stories, eval_stories = load_stories(config)
