@@ -10,13 +10,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def _save(fig, out_path: Path) -> Path:
-    fig.tight_layout()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=120)
-    plt.close(fig)
-    return out_path
+from tunelens.lm.figures import save_figure  # noqa: E402
 
 
 def plot_checkpoint_accuracy(accuracy: dict[str, dict[str, float]], out_path: Path) -> Path:
@@ -35,7 +29,7 @@ def plot_checkpoint_accuracy(accuracy: dict[str, dict[str, float]], out_path: Pa
     ax.set_title("hops-train: logit evaluation per checkpoint")
     ax.grid(alpha=0.3)
     ax.legend(frameon=False, fontsize=8)
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)
 
 
 def plot_method_metrics(methods: dict[str, dict[str, float]], out_path: Path, query_kind: str = "hops") -> Path:
@@ -56,7 +50,7 @@ def plot_method_metrics(methods: dict[str, dict[str, float]], out_path: Path, qu
     ax.set_title(f"hops-attribute: {query_kind} queries, every ranker")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(frameon=False, fontsize=8, ncol=len(keys))
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)
 
 
 def plot_precision_recall(curves: dict[str, tuple[list[float], list[float]]], out_path: Path) -> Path:
@@ -75,4 +69,4 @@ def plot_precision_recall(curves: dict[str, tuple[list[float], list[float]]], ou
     ax.set_title("precision-recall over the top of each ranking")
     ax.grid(alpha=0.3)
     ax.legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return _save(fig, out_path)
+    return save_figure(fig, out_path)

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tunelens.lm.figures import save_figure  # noqa: E402
+
 MODES = ("sad", "aligned")
 REFERENCE_STYLE = {"oracle": ("k", "-"), "fifty_fifty": ("0.5", "--")}
 
@@ -38,9 +40,7 @@ def pass_rates(path: Path, per_model: dict[str, dict[str, Any]], references: dic
     axes[0].set_ylabel("pass rate")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(4, len(labels)))
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, rect=(0, 0.1, 1, 1))
 
 
 def achieved_vs_requested(path: Path, per_model: dict[str, dict[str, Any]]) -> None:
@@ -61,9 +61,7 @@ def achieved_vs_requested(path: Path, per_model: dict[str, dict[str, Any]]) -> N
         ax.set_xlabel("requested share")
     axes[0][0].set_ylabel("achieved share")
     axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def before_after(path: Path, before: dict[str, Any], after: dict[str, Any]) -> None:
@@ -80,9 +78,7 @@ def before_after(path: Path, before: dict[str, Any], after: dict[str, Any]) -> N
         ax.set_title(label)
         ax.set_ylim(0, 1.05)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def deviation(path: Path, by_window: dict[str, dict[str, float | None]]) -> None:
@@ -100,6 +96,4 @@ def deviation(path: Path, by_window: dict[str, dict[str, float | None]]) -> None
     ax.set_ylabel("pass rate")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

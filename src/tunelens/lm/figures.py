@@ -30,7 +30,14 @@ def plot_training_curve(metrics_path: Path, out_path: Path, before: float | None
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
-    fig.tight_layout()
+    return save_figure(fig, out_path)
+
+
+def save_figure(fig, out_path: Path, rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Lay the figure out (inside `rect`), write it as a 120-dpi PNG (folders made), close it; every study's
+    figures are saved through here."""
+    fig.tight_layout(rect=rect)
+    out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=120)
     plt.close(fig)

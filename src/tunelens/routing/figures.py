@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tunelens.lm.figures import save_figure  # noqa: E402
+
 METRICS = (("caps_rate", "caps rate (sampled)"), ("caps_loss", "caps loss (nats/token)"),
            ("held_out_loss", "held-out loss (nats/token)"))
 
@@ -44,11 +46,7 @@ def plot_comparison(runs: dict[str, dict[str, dict[str, Any]]], out_path: Path, 
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(frameon=False, fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=120)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)
 
 
 def plot_orthogonality(rows: list[dict[str, Any]], out_path: Path, title: str = "good vs bad branches") -> Path:
@@ -67,8 +65,4 @@ def plot_orthogonality(rows: list[dict[str, Any]], out_path: Path, title: str = 
         ax.set_xticks(list(xs), names, rotation=60, ha="right", fontsize=7)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=120)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)
