@@ -30,11 +30,7 @@ from tunelens.control.probe import probe, vocab_index
 from tunelens.control.prompts import encode_samples, prompt_style
 from tunelens.lm.loading import load_model, load_tokenizer
 from tunelens.lm.pretrain import tiny_story_model
-
-
-def load_average() -> str:
-    with open("/proc/loadavg") as handle:
-        return handle.read().strip()
+from tunelens.runs import load_average
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:

@@ -23,13 +23,10 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-
-def load_average() -> str:
-    return Path("/proc/loadavg").read_text().strip() if Path("/proc/loadavg").is_file() else "n/a"
+from tunelens.runs import load_average
 
 
 def main() -> None:

@@ -117,6 +117,12 @@ def default_run_dir(name: str, root: str | Path = "runs") -> Path:
 # -------------------------------------------------------------------------------------------------- runs
 
 
+def load_average() -> str:
+    """/proc/loadavg as one line ("n/a" where there is none): what timings are reported with."""
+    path = Path("/proc/loadavg")
+    return path.read_text().strip() if path.is_file() else "n/a"
+
+
 def is_interactive() -> bool:
     return sys.stderr.isatty() and os.environ.get("CI") is None
 
