@@ -50,9 +50,19 @@ def test_real_pair_gives_finite_varied_scores(micro_pair, micro_corpus, method):
 
 
 def test_the_two_checkpoints_tokenise_alike(micro_pair, micro_corpus):
+    from tunelens.attribution.checkpoints import check_same_tokens
+    from tunelens.config import UsageError
+    from tunelens.lm.tokenizer import train_bpe_tokenizer
+
     data = data_for(micro_pair, micro_corpus)
-    old_tokens = data.old and data.tokenizer("<FN>(3) returns the value ")["input_ids"]
+    old_tokens = data.old and data.tokenizer("<FN>(3) returns the value ")["input_ids"]  # loading checks the pair
     assert old_tokens[1] == data.tokenizer.convert_tokens_to_ids("<FN>")
+    # the check itself: same vocabulary passes, another vocabulary or another split fails
+    texts = ["<FN>(3) returns the value 5"]
+    check_same_tokens(data.tokenizer, data.tokenizer, texts, ("a", "b"))
+    other = train_bpe_tokenizer(["something else entirely"] * 5, 270)
+    with pytest.raises(UsageError, match="tokenizers of a and b differ"):
+        check_same_tokens(data.tokenizer, other, texts, ("a", "b"))
 
 
 def test_pooling_weights_cover_the_predicting_span():

@@ -13,6 +13,7 @@ evaluation (`tunelens.attribution.evaluate`). Run directory:
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -173,8 +174,6 @@ def run(config: HopsTrainConfig, run: Run) -> dict[str, Any]:
     save_checkpoint(model, tokenizer, folder / TRAINED)
     evaluate(TRAINED)
     loss_after = mean_loss(model, rows, tokenizer.pad_token_id, device=device)
-    import shutil
-
     shutil.rmtree(run.dir / CHECKPOINT, ignore_errors=True)  # finished: the saved checkpoints replace it
     from tunelens.attribution.figures import plot_checkpoint_accuracy
     from tunelens.lm.figures import plot_training_curve
