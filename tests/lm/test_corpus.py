@@ -20,3 +20,16 @@ def test_stories_are_varied_mixed_case_prose():
     assert len({story.split("\n\n")[1][:40] for story in stories}) > 150  # middles differ, not just the names
     assert len(set(re.findall(r"[a-z]+", text.lower()))) > 600
     assert len(PLOTS) >= 8
+
+
+def test_uppercase_words_capitalises_a_seeded_share_of_words_and_keeps_the_rest():
+    from tunelens.lm.corpus import uppercase_words
+
+    text = "Once upon a time, Mia's cat sat."
+    assert uppercase_words(text, 0.0, 0, 0) == text
+    assert uppercase_words(text, 1.0, 0, 0) == "ONCE UPON A TIME, MIA'S CAT SAT."
+    assert uppercase_words(text, 0.5, 0, 3) == uppercase_words(text, 0.5, 0, 3)  # a pure function of its inputs
+    words = " ".join(["word"] * 4000)
+    shouted = uppercase_words(words, 0.05, 0, 1).split()
+    assert 0.04 < shouted.count("WORD") / 4000 < 0.06 and set(shouted) == {"word", "WORD"}
+    assert uppercase_words(words, 0.05, 0, 2) != uppercase_words(words, 0.05, 0, 1)

@@ -82,8 +82,10 @@ def test_hub_id_in_the_local_cache_loads_offline(micro_lm, monkeypatch, tmp_path
 def test_tiny_stories_names_the_locally_pretrained_model(monkeypatch, tmp_path):
     from tunelens.lm import loading, pretrain
 
-    monkeypatch.setattr(pretrain, "tiny_story_model", lambda: tmp_path)
-    assert loading.resolve_name("tiny-stories") == str(tmp_path)
+    monkeypatch.setattr(pretrain, "tiny_story_model", lambda config: tmp_path / str(config.caps_word_frac))
+    assert loading.resolve_name("tiny-stories") == str(tmp_path / "0.0")
+    assert loading.resolve_name("tiny-stories-mixedcase") == str(tmp_path / "0.05")
+    assert tuple(pretrain.TINY_MODELS) == loading.TINY_NAMES
 
 
 def test_a_directory_that_is_not_a_model_is_one_clear_error(tmp_path):

@@ -9,8 +9,6 @@ import typer
 
 from tunelens.config import UsageError
 
-PRETRAINABLE = ("tiny-stories",)
-
 
 def models_command() -> None:
     """The model aliases: alias, hub id, family, size, note (tab-separated when not on a terminal)."""
@@ -32,7 +30,7 @@ def models_command() -> None:
 
 
 def pretrain_command(
-    name: Annotated[str, typer.Argument(help="What to pretrain: tiny-stories.")],
+    name: Annotated[str, typer.Argument(help="What to pretrain: tiny-stories or tiny-stories-mixedcase.")],
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory, the model in DIR/model (default: "
                                                 "the user cache).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML of TinyStoriesConfig fields.")] = None,
@@ -43,15 +41,16 @@ def pretrain_command(
     Without --out the run goes to the cache that studies load "the tiny base model" from, and an existing
     model for the same config is reused.
     """
-    from tunelens.lm.pretrain import cached_model_dir, is_pretrained, read_summary, tiny_story_model
+    from tunelens.lm.pretrain import TINY_MODELS, cached_model_dir, is_pretrained, read_summary, tiny_story_model
     from tunelens.registry import get_experiment
     from tunelens.runs import run_experiment
 
     try:
-        if name not in PRETRAINABLE:
-            raise UsageError(f"unknown pretraining target '{name}' (known: {', '.join(PRETRAINABLE)})")
-        experiment = get_experiment(name)
-        resolved = experiment.load_config(config, set_ or [])
+        if name not in TINY_MODELS:
+            raise UsageError(f"unknown pretraining target '{name}' (known: {', '.join(TINY_MODELS)})")
+        experiment = get_experiment("tiny-stories")
+        variant = [f"{key}={value}" for key, value in TINY_MODELS[name].items()]
+        resolved = experiment.load_config(config, variant + (set_ or []))
     except UsageError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None

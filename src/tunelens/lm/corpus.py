@@ -408,6 +408,15 @@ def iter_split(split: str, seed: int = 0) -> Iterator[str]:
     return (make_story(seed, index) for index in split_indices(split, seed))
 
 
+def uppercase_words(text: str, frac: float, seed: int, index: int) -> str:
+    """`text` with each word (a run of letters) written in capitals with probability `frac`, drawn from a
+    generator of (seed, index) alone; spacing and punctuation are kept."""
+    if frac <= 0:
+        return text
+    rng = random.Random(f"caps:{seed}:{index}")
+    return re.sub(r"[A-Za-z]+", lambda m: m.group(0).upper() if rng.random() < frac else m.group(0), text)
+
+
 def story_splits(n_train: int, n_test: int, seed: int = 0) -> tuple[list[str], list[str]]:
     """The first n_train training and n_test test stories; a larger request extends a smaller one."""
     train, test = iter_split("train", seed), iter_split("test", seed)

@@ -89,16 +89,17 @@ def quantization_config(quantize: str, device: torch.device, double_quant: bool 
 
 
 TINY_STORIES = "tiny-stories"  # the toolkit's own tiny base model, pretrained locally on first use
+TINY_NAMES = (TINY_STORIES, "tiny-stories-mixedcase")  # and its variants (`lm.pretrain.TINY_MODELS`)
 
 
 def resolve_name(name_or_path: str | Path) -> str:
-    """A local directory, else the tiny story model's cached directory for "tiny-stories", else the hub id (or
-    directory) behind an alias, else the name itself as a hub id."""
+    """A local directory, else a tiny model's cached directory ("tiny-stories" and its variants, pretrained on
+    first use), else the hub id (or directory) behind an alias, else the name itself as a hub id."""
     text = str(name_or_path)
-    if text == TINY_STORIES and not Path(text).is_dir():
-        from tunelens.lm.pretrain import tiny_story_model
+    if text in TINY_NAMES and not Path(text).is_dir():
+        from tunelens.lm.pretrain import tiny_model_config, tiny_story_model
 
-        return str(tiny_story_model())
+        return str(tiny_story_model(tiny_model_config(text)))
     expanded = os.path.expanduser(text)
     if Path(expanded).is_dir():
         return expanded

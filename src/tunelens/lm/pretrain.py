@@ -47,6 +47,9 @@ class TinyStoriesConfig(TunelensConfig):
     n_train_stories: PositiveInt = Field(20_000, description="Training stories (tokenizer and LM).")
     n_eval_stories: PositiveInt = Field(200, description="Held-out stories for the eval loss.")
     corpus_seed: NonNegativeInt = Field(0, description="Seed of the story corpus.")
+    caps_word_frac: float = Field(0.0, ge=0, le=1, description="Share of the training stories' words written in "
+                                  "capitals (tokenizer and model), so that capitals are known but whole stories "
+                                  "in capitals are not.")
     # optimisation
     steps: PositiveInt = Field(1000, description="Optimisation steps.")
     batch_size: PositiveInt = Field(32, description="Windows per step.")
@@ -83,7 +86,7 @@ def pretrain(config: TinyStoriesConfig, out_dir: str | Path, log: Callable[[str]
     """Train tokenizer and model with the shared loop, save both to `out_dir` as one HF directory, return the
     summary (also saved there)."""
     from tunelens.lm.batching import token_windows
-    from tunelens.lm.corpus import story_splits
+    from tunelens.lm.corpus import story_splits, uppercase_words
     from tunelens.lm.generation import sample
     from tunelens.lm.loading import quiet_progress_bars
     from tunelens.lm.tiny import tiny_causal_lm
@@ -93,6 +96,8 @@ def pretrain(config: TinyStoriesConfig, out_dir: str | Path, log: Callable[[str]
     start = time.perf_counter()
     device = resolve_device(config.device)
     train_stories, eval_stories = story_splits(config.n_train_stories, config.n_eval_stories, config.corpus_seed)
+    train_stories = [uppercase_words(story, config.caps_word_frac, config.corpus_seed, i)
+                     for i, story in enumerate(train_stories)]
     tokenizer = train_bpe_tokenizer(train_stories, config.vocab_size)
     train_rows = windows_as_rows(token_windows(train_stories, tokenizer, config.seq_len))
     eval_rows = windows_as_rows(token_windows(eval_stories, tokenizer, config.seq_len))
@@ -139,9 +144,26 @@ def run(config: TinyStoriesConfig, run: Run) -> dict[str, Any]:
 
 
 def cache_key(config: TinyStoriesConfig) -> dict[str, Any]:
-    """The config without where it runs, and the corpus version."""
-    settings = {k: v for k, v in config_to_dict(config).items() if k != "device"}
+    """The config without where it runs, and the corpus version. Fields added after the first release are left
+    out at their default, so models cached before them keep their key."""
+    settings = {k: v for k, v in config_to_dict(config).items()
+                if k != "device" and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
     return {"config": settings, "corpus_version": CORPUS_VERSION}
+
+
+LATER_FIELDS: dict[str, Any] = {"caps_word_frac": 0.0}
+
+# The built-in tiny models by name: the defaults, and variants that differ in a few fields. Any of these names
+# loads like a model id (`lm.loading.resolve_name`) and is pretrained on first use.
+TINY_MODELS: dict[str, dict[str, Any]] = {
+    "tiny-stories": {},
+    # 5 % of words in capitals: whole stories in capitals are new, capital letters are not (the routing study)
+    "tiny-stories-mixedcase": {"caps_word_frac": 0.05},
+}
+
+
+def tiny_model_config(name: str) -> TinyStoriesConfig:
+    return TinyStoriesConfig(**TINY_MODELS[name])
 
 
 def cached_model_dir(config: TinyStoriesConfig) -> Path:
@@ -170,4 +192,5 @@ def read_summary(model_dir: Path) -> dict[str, Any]:
     return json.loads((model_dir / SUMMARY_FILE).read_text())
 
 
-__all__ = ["TinyStoriesConfig", "cached_model_dir", "pretrain", "read_summary", "run", "tiny_story_model"]
+__all__ = ["TINY_MODELS", "TinyStoriesConfig", "cached_model_dir", "pretrain", "read_summary", "run",
+           "tiny_model_config", "tiny_story_model"]
