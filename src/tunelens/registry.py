@@ -77,6 +77,8 @@ def _caps_experiments() -> list[Experiment]:
         _caps("caps-postablation", "caps, then the good adapter alone fine-tuned on known-good stories, bad ablated"),
         _caps("caps-frontload", "caps with steps on labeled-bad stories alone first"),
         _caps("caps-lora", "caps with dual LoRA adapters on the 7 projections instead of MLP adapters"),
+        _caps("caps-finetune", "caps without a good adapter: the last layers' own weights are good, beside a bad "
+              "MLP adapter"),
     ]
 
 

@@ -11,7 +11,6 @@ from tunelens.routing.adapters import (
     DualAdapterSettings,
     adapter_layers,
     add_dual_adapters,
-    branch_params,
     groups_to_step,
     load_adapters,
     param_groups,
@@ -29,8 +28,11 @@ def micro_model(seed: int = 0):
 
 
 def adapted(kind: str, seed: int = 0, perturb: bool = True, **kwargs):
+    """kind "finetune": no good branch, the last layer's own weights train as the good parameters."""
     model = micro_model(seed)
-    settings = DualAdapterSettings(kind=kind, good_dim=3, bad_dim=2, alpha=4.0, **kwargs)
+    if kind == "finetune":
+        kind, kwargs = "mlp", {"good_dim": 0, "base_layers": [1], **kwargs}
+    settings = DualAdapterSettings(kind=kind, **{"good_dim": 3, "bad_dim": 2, "alpha": 4.0, **kwargs})
     add_dual_adapters(model, settings)
     if perturb:  # zero-initialised up-projections would hide every gradient of the down-projections
         generator = torch.Generator().manual_seed(seed + 1)
@@ -116,14 +118,14 @@ def reference_grads(model, ids, routes):
         for name, p in model.named_parameters():
             if not p.requires_grad or p.grad is None:
                 continue
-            branch = "good" if ".branches.good." in name else "bad"
+            branch = "bad" if ".branches.bad." in name else "good"  # trained base weights are good
             if (route == ROUTE_BAD and branch == "good") or (route == ROUTE_GOOD and branch == "bad"):
                 continue
             total[name] += p.grad
     return total
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, "finetune"])
 def test_batched_routing_equals_per_example_reference(kind):
     # both layers adapted: a bad branch also learns through the frozen good branches downstream of it
     model, _ = adapted(kind, layers=[0, 1])
@@ -135,24 +137,55 @@ def test_batched_routing_equals_per_example_reference(kind):
         torch.testing.assert_close(batched[name], reference[name], rtol=1e-4, atol=1e-6)
     # and routing matters: without it the good branch would also learn from the labeled-bad rows
     plain = routed_grads(model, IDS, torch.full((4,), ROUTE_BOTH))
-    good = next(n for n in batched if ".branches.good." in n)
+    good = next(n for n in batched if ".branches.bad." not in n)
     assert not torch.allclose(plain[good], batched[good])
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, "finetune"])
 def test_labeled_steps_leave_the_other_branch_bit_identical(kind):
     model, _ = adapted(kind)
     groups = param_groups(model)
     optimizers = {name: torch.optim.AdamW(params, lr=0.1) for name, params in groups.items()}
     for route, frozen in ((ROUTE_BAD, "good"), (ROUTE_GOOD, "bad"), (ROUTE_BOTH, None)):
-        before = {b: [p.detach().clone() for p in branch_params(model, b)] for b in ("good", "bad")}
+        before = {b: [p.detach().clone() for p in groups[b]] for b in ("good", "bad")}
         routes = torch.full((2,), route)
         routed_grads(model, IDS[:2], routes)
         for name in groups_to_step(routes.tolist()):
             optimizers[name].step()
         for branch in ("good", "bad"):
-            same = all(torch.equal(a, p) for a, p in zip(before[branch], branch_params(model, branch)))
+            same = all(torch.equal(a, p) for a, p in zip(before[branch], groups[branch]))
             assert same == (branch == frozen), (route, branch)
+
+
+def test_finetune_variant_trains_the_chosen_layers_as_good():
+    model, _ = adapted("finetune", layers=[0, 1])
+    groups = param_groups(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)].split(".")[2] for p in groups["good"]} == {"1"}  # layer 1's own weights, nothing else
+    assert not any(".branches." in names[id(p)] for p in groups["good"])
+    assert all(".branches.bad." in names[id(p)] for p in groups["bad"])
+
+
+def test_row_parameter_gate_blocks_parameter_gradient_rows_but_not_the_input_path():
+    from tunelens.lm.trainer import row_parameter_gate
+
+    torch.manual_seed(0)
+    first, second = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+    x = torch.randn(2, 3)
+
+    def grads(gate):
+        first.zero_grad(), second.zero_grad()
+        with row_parameter_gate([second], gate):
+            out = second(first(x))
+        out.pow(2).sum(-1)[1].backward()  # row 1's loss only
+        return first.weight.grad.clone(), second.weight.grad
+
+    open_first, open_second = grads(torch.tensor([1.0, 1.0]))
+    gated_first, gated_second = grads(torch.tensor([1.0, 0.0]))
+    assert open_second.abs().sum() > 0 and torch.equal(gated_second, torch.zeros_like(gated_second))
+    torch.testing.assert_close(gated_first, open_first)  # gradient still flows through to the first layer
+    with row_parameter_gate([second], torch.tensor([1.0, 0.0])):
+        assert torch.equal(second(first(x)), second(first(x)).detach())  # values unchanged
 
 
 def test_groups_to_step():
@@ -162,15 +195,18 @@ def test_groups_to_step():
     assert groups_to_step([ROUTE_BOTH]) == {"good", "bad"}
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, "finetune"])
 def test_save_load_round_trip(kind, tmp_path):
     model, settings = adapted(kind, layers=[0])
+    if kind == "finetune":  # the trained base weights are saved with the branches
+        with torch.no_grad():
+            model.model.layers[1].mlp.down_proj.weight.add_(0.5)
     expected = logits(model, IDS)
     save_adapters(model, settings, tmp_path / "adapters")
     loaded = load_adapters(micro_model(), tmp_path / "adapters")
     assert torch.equal(expected, logits(loaded, IDS))
-    with scales(loaded, 0.0, 0.0):
-        assert torch.equal(logits(micro_model(), IDS), logits(loaded, IDS))
+    with scales(loaded, 0.0, 0.0):  # branches off: the base model, unless its own weights were trained
+        assert torch.equal(logits(micro_model(), IDS), logits(loaded, IDS)) == (kind != "finetune")
 
 
 def test_missing_adapters_is_a_usage_error(tmp_path):

@@ -172,3 +172,30 @@ def test_routing_eval_caches_by_run_and_mode(micro_lm, tmp_path, monkeypatch):
     bad_plan.write_text("runs:\n  - {name: b, run_dir: nowhere}\n")
     result = CliRunner().invoke(app, ["routing", "eval", str(bad_plan)])
     assert result.exit_code == 2 and "not a caps run directory" in result.output
+
+
+def test_caps_finetune_run_trains_base_weights_and_exports(micro_lm, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+    from typer.testing import CliRunner
+
+    from tunelens.cli import app
+    from tunelens.routing.adapters import adapter_state, read_adapter_config, scales
+    from tunelens.routing.export import load_routed
+
+    result = caps_run("caps-finetune", micro_lm[0], tmp_path / "run", "--set", "adapter.base_layers=[-1]")
+    assert result.exit_code == 0, result.output
+    settings, _ = read_adapter_config(tmp_path / "run" / "adapters")
+    assert settings.good_dim == 0 and settings.base_layers == [-1]
+    model, _ = load_routed(tmp_path / "run")
+    base = AutoModelForCausalLM.from_pretrained(micro_lm[0])
+    saved = adapter_state(model)
+    trained = [n for n in saved if ".branches." not in n]
+    assert trained and all(not torch.equal(saved[n], base.get_parameter(n.replace(".base_layer", ""))) for n in trained)
+    result = CliRunner().invoke(app, ["routing", "export", str(tmp_path / "run"), "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output
+    ids = torch.tensor([[1, 5, 7, 9, 2, 4]])
+    with torch.no_grad(), scales(model, 1.0, 0.0):
+        expected = model(input_ids=ids).logits
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    torch.testing.assert_close(merged(input_ids=ids).logits, expected, rtol=1e-5, atol=1e-5)

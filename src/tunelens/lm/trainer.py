@@ -118,6 +118,33 @@ def row_gradient_scale(modules: Sequence[nn.Module], scale: Float[Tensor, "batch
             handle.remove()
 
 
+@contextmanager
+def row_parameter_gate(modules: Sequence[nn.Module], gate: Float[Tensor, "batch"]) -> Iterator[None]:
+    """Inside the block, rows whose gate is 0 send no gradient to each module's own parameters, while gradient
+    still flows through the module to its inputs (the module is run a second time with its parameters detached
+    for those rows; values are unchanged). Modules must return one tensor with the batch first."""
+    running: set[int] = set()
+
+    def hook(module: nn.Module, args: Any, kwargs: Any, output: Tensor) -> Tensor | None:
+        if id(module) in running or bool((gate == 1).all()):
+            return None
+        running.add(id(module))
+        try:
+            detached = {name: p.detach() for name, p in module.named_parameters(recurse=False)}
+            frozen = torch.func.functional_call(module, detached, args, kwargs, strict=False)
+        finally:
+            running.discard(id(module))
+        row_gate = gate.to(output.device, output.dtype).view(-1, *([1] * (output.dim() - 1)))
+        return output * row_gate + frozen * (1 - row_gate)
+
+    handles = [module.register_forward_hook(hook, with_kwargs=True) for module in modules]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 # ------------------------------------------------------------------------------------------------- data
 
 

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from tunelens.config import UsageError
 from tunelens.lm.layers import decoder_layers
+from tunelens.lm.trainer import row_parameter_gate
 from tunelens.runs import load_tensors, save_tensors, write_json
 
 BRANCHES = ("good", "bad")
@@ -59,6 +60,8 @@ class DualAdapterSettings(BaseModel):
     layers: list[int] | None = Field(None, description="Decoder layer indices; null = the last half.")
     targets: list[str] = Field(default_factory=lambda: list(LORA_TARGETS),
                                description="LoRA: linear layers of each decoder layer to wrap, by leaf name.")
+    base_layers: list[int] = Field(default_factory=list, description="Decoder layers whose own weights are "
+                                   "trained, as good parameters (the fine-tuned variant; usually with good_dim 0).")
 
 
 # ----------------------------------------------------------------------------------------------- branches
@@ -194,7 +197,18 @@ def add_dual_adapters(model: nn.Module, settings: DualAdapterSettings) -> nn.Mod
     dtype = next(p for p in model.parameters()).dtype
     for adapter in adapter_layers(model):
         adapter.branches.to(device=device, dtype=dtype)
+    for i in chosen_layers(len(stack), settings.base_layers) if settings.base_layers else []:
+        for name, param in stack[i].named_parameters():
+            if ".branches." not in name:
+                param.requires_grad_(True)
     return model
+
+
+def trained_base_modules(model: nn.Module) -> list[nn.Module]:
+    """Modules outside the branches that own trainable parameters (the fine-tuned variant's good weights)."""
+    branch_ids = {id(p) for layer in adapter_layers(model) for p in layer.branches.parameters()}
+    return [m for m in model.modules()
+            if any(p.requires_grad and id(p) not in branch_ids for p in m.parameters(recurse=False))]
 
 
 def _hidden_size(model: nn.Module) -> int:
@@ -265,7 +279,8 @@ def routed(model: nn.Module, routes: Tensor) -> Iterator[None]:
         for name in layer.branches:
             layer.set_rows(name, *gates[name])
     try:
-        yield
+        with row_parameter_gate(trained_base_modules(model), gates["good"][1]):  # trained base weights are good
+            yield
     finally:
         for layer in layers:
             for name in layer.branches:
@@ -304,8 +319,9 @@ def orthogonality_loss(model: nn.Module) -> Float[Tensor, "batch"]:
 
 
 def adapter_state(model: nn.Module) -> dict[str, Tensor]:
+    """The branches and any trained base weight (the fine-tuned variant's good parameters)."""
     return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()
-            if ".branches." in name}
+            if ".branches." in name or p.requires_grad}
 
 
 def save_adapters(model: nn.Module, settings: DualAdapterSettings, out_dir: str | Path,

@@ -1,8 +1,9 @@
 """A routed run as an ordinary model: the good LoRA branch merged into the base weights, the bad one dropped.
 
 The result is a plain transformers directory (no tunelens code needed to load it) whose logits are those of the
-run's `bad_ablated` mode. Only LoRA branches can be merged: an MLP adapter's ReLU bottleneck is not a change of
-any existing weight.
+run's `bad_ablated` mode. Only LoRA good branches can be merged: an MLP adapter's ReLU bottleneck is not a change
+of any existing weight. A run without a good branch (the fine-tuned variant: trained base weights are the good
+parameters) exports too, whatever its bad branch is.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ def merge_good(model: nn.Module) -> nn.Module:
                 if isinstance(module, adapters.DualAdapterLayer)]
     for name, wrapper in wrappers:
         base = wrapper.base_layer
-        if not isinstance(base, nn.Linear):
-            raise UsageError("only LoRA adapters can be merged into the base weights (these are MLP adapters)")
         if "good" in wrapper.branches:
+            if not isinstance(base, nn.Linear):
+                raise UsageError("only LoRA adapters can be merged into the base weights (these are MLP adapters)")
             branch = wrapper.branches["good"]
             base.weight += (branch.delta_weight() * wrapper.scaling["good"]).to(base.weight.dtype)
         parent_name, _, leaf = name.rpartition(".")
@@ -50,7 +51,7 @@ def merge_good(model: nn.Module) -> nn.Module:
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     settings, _ = adapters.read_adapter_config(Path(run_dir) / "adapters")
-    if settings.kind != "lora":
+    if settings.kind != "lora" and settings.good_dim > 0:
         raise UsageError(f"{run_dir}: only LoRA adapters can be merged into the base weights; this run has "
                          f"{settings.kind} adapters")
     model, _ = load_routed(run_dir)
