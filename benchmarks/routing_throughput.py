@@ -2,9 +2,9 @@
 
     uv run python benchmarks/routing_throughput.py --repeats 3 --steps 8
 
-All three train the tiny story model through the shared loop (`tunelens.lm.trainer.train`) on the same caps rows
-(the `caps` defaults' data: 30 % uppercased, half of those labeled bad, 10 % of clean ones labeled good; rows cut
-at 128 tokens):
+All three train the `caps` base model (`tiny-stories-mixedcase`) through the shared loop (`tunelens.lm.trainer.
+train`) on the same caps rows (the `caps` defaults' data: 50 % uppercased, half of those labeled bad, 10 % of clean
+ones labeled good; rows cut at 128 tokens):
 
 1. batched routing: dual LoRA adapters (rank 8 each, the 7 projections of the last half of the layers), the
    routing hooks, `--batch-size` rows per optimiser step;
@@ -66,9 +66,10 @@ def main() -> None:
         train(model, rows, settings, pad_id=tokenizer.pad_token_id, seed=0, device=device, hooks=hooks)
         return steps * batch_size / (time.perf_counter() - start)
 
+    hooks = routing_hooks(routes, ablate_good=config.labeled_bad_ablates_good)
     cases = {
-        "batched routing": lambda: block(routed_model, args.batch_size, args.steps, routing_hooks(routes)),
-        "one example per step": lambda: block(routed_model, 1, args.steps * 4, routing_hooks(routes)),
+        "batched routing": lambda: block(routed_model, args.batch_size, args.steps, hooks),
+        "one example per step": lambda: block(routed_model, 1, args.steps * 4, hooks),
         "plain peft LoRA": lambda: block(lora_model, args.batch_size, args.steps, None),
     }
     print(f"load average before: {load_average()}")

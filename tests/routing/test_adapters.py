@@ -94,10 +94,10 @@ def test_scale_zero_equals_removing_the_branch(kind):
     assert torch.equal(logits(micro_model(), IDS), logits(model, IDS))  # no branches: the base model
 
 
-def routed_grads(model, ids, routes):
+def routed_grads(model, ids, routes, ablate_good=False):
     """One backward pass of the summed per-row losses with the rows routed."""
     model.zero_grad(set_to_none=True)
-    with routed(model, routes):
+    with routed(model, routes, ablate_good):
         out = model(input_ids=ids, labels=None).logits
         losses = torch.nn.functional.cross_entropy(out[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
         losses.mean(-1).sum().backward()
@@ -105,13 +105,14 @@ def routed_grads(model, ids, routes):
             for n, p in model.named_parameters() if p.requires_grad}
 
 
-def reference_grads(model, ids, routes):
+def reference_grads(model, ids, routes, ablate_good=False):
     """One row at a time, the full gradient, masked to the groups the row may update (labeled-good rows are run
-    with the bad branch at scale 0)."""
+    with the bad branch at scale 0, and with `ablate_good` labeled-bad rows with the good branch at scale 0)."""
     total = {n: torch.zeros_like(p) for n, p in model.named_parameters() if p.requires_grad}
     for row, route in zip(ids, routes.tolist()):
         model.zero_grad(set_to_none=True)
-        with scales(model, 1.0, 0.0 if route == ROUTE_GOOD else 1.0):
+        good_scale = 0.0 if ablate_good and route == ROUTE_BAD else 1.0
+        with scales(model, good_scale, 0.0 if route == ROUTE_GOOD else 1.0):
             out = model(input_ids=row[None]).logits
             loss = torch.nn.functional.cross_entropy(out[0, :-1], row[1:])
             loss.backward()
@@ -125,13 +126,14 @@ def reference_grads(model, ids, routes):
     return total
 
 
-@pytest.mark.parametrize("kind", [*KINDS, "finetune"])
-def test_batched_routing_equals_per_example_reference(kind):
+@pytest.mark.parametrize(("kind", "ablate_good"), [("mlp", False), ("lora", False), ("finetune", False),
+                                                   ("mlp", True), ("lora", True)])
+def test_batched_routing_equals_per_example_reference(kind, ablate_good):
     # both layers adapted: a bad branch also learns through the frozen good branches downstream of it
     model, _ = adapted(kind, layers=[0, 1])
     routes = torch.tensor([ROUTE_BOTH, ROUTE_BAD, ROUTE_GOOD, ROUTE_BAD])
-    batched = routed_grads(model, IDS, routes)
-    reference = reference_grads(model, IDS, routes)
+    batched = routed_grads(model, IDS, routes, ablate_good)
+    reference = reference_grads(model, IDS, routes, ablate_good)
     assert all(batched[n].abs().sum() > 0 for n in batched)  # every branch got some gradient
     for name in batched:
         torch.testing.assert_close(batched[name], reference[name], rtol=1e-4, atol=1e-6)
@@ -139,6 +141,9 @@ def test_batched_routing_equals_per_example_reference(kind):
     plain = routed_grads(model, IDS, torch.full((4,), ROUTE_BOTH))
     good = next(n for n in batched if ".branches.bad." not in n)
     assert not torch.allclose(plain[good], batched[good])
+    if ablate_good:  # the labeled-bad rows' forward pass differs, so the bad branch learns differently
+        bad = next(n for n in batched if ".branches.bad." in n)
+        assert not torch.allclose(routed_grads(model, IDS, routes)[bad], batched[bad])
 
 
 @pytest.mark.parametrize("kind", [*KINDS, "finetune"])

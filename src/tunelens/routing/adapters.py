@@ -7,7 +7,8 @@ ReLU bottleneck up(relu(down(x))) (up zero, scaling 1) added to a decoder layer'
 exact no-op. `scale_b` is a float for the whole model (0 ablates the branch); `row_scale_b` and the gradient
 gate are per-row tensors that exist only while `routed(...)` is active, for one micro-batch:
 
-    labeled bad  -> gradient to the bad branch only (the good branch still runs, with its output detached)
+    labeled bad  -> gradient to the bad branch only (the good branch still runs, with its parameters detached;
+                    or, with `ablate_good`, the good branch ablated in the row's forward pass)
     labeled good -> gradient to the good branch only, and the bad branch ablated in the row's forward pass
     other rows   -> gradient to both
 
@@ -261,19 +262,20 @@ def scales(model: nn.Module, good: float, bad: float) -> Iterator[None]:
             layer.scale = scale
 
 
-def route_gates(routes: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
-    """Per branch: (forward row scale, gradient gate) for rows routed ROUTE_BOTH / ROUTE_BAD / ROUTE_GOOD."""
-    ones = torch.ones(len(routes))
+def route_gates(routes: Tensor, ablate_good: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
+    """Per branch: (forward row scale, gradient gate) for rows routed ROUTE_BOTH / ROUTE_BAD / ROUTE_GOOD;
+    `ablate_good`: labeled-bad rows run without the good branch, as labeled-good rows run without the bad one."""
     good_gate = (routes != ROUTE_BAD).float()
     bad_on = (routes != ROUTE_GOOD).float()
-    return {"good": (ones, good_gate), "bad": (bad_on, bad_on)}
+    good_scale = good_gate if ablate_good else torch.ones(len(routes))
+    return {"good": (good_scale, good_gate), "bad": (bad_on, bad_on)}
 
 
 @contextmanager
-def routed(model: nn.Module, routes: Tensor) -> Iterator[None]:
+def routed(model: nn.Module, routes: Tensor, ablate_good: bool = False) -> Iterator[None]:
     """Per-row routing for the micro-batch run inside the block (rows in batch order)."""
     gates = {name: (scale.to(routes.device), gate.to(routes.device))
-             for name, (scale, gate) in route_gates(routes.cpu()).items()}
+             for name, (scale, gate) in route_gates(routes.cpu(), ablate_good).items()}
     layers = list(adapter_layers(model))
     for layer in layers:
         for name in layer.branches:

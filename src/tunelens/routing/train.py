@@ -45,6 +45,7 @@ class CapsEvalSettings(BaseModel):
     n_prompts: PositiveInt = Field(128, description="Uppercased 3-word openings sampled for the caps rate.")
     max_new_tokens: PositiveInt = Field(48, description="Tokens sampled per opening.")
     temperature: NonNegativeFloat = Field(1.0, description="Sampling temperature (0 = greedy).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass (1 = the full distribution).")
     batch_size: PositiveInt = Field(64, description="Rows per forward pass when scoring and sampling.")
 
 
@@ -64,6 +65,9 @@ class CapsConfig(TunelensConfig):
     labeled_good_frac: float = Field(0.1, ge=0, le=1, description="Share of clean stories given a labeled-good "
                                      "step (good branch only, bad ablated).")
     use_labels: bool = Field(True, description="false = the control: same data, every row updates both branches.")
+    labeled_bad_ablates_good: bool = Field(False, description="Run labeled-bad rows with the good branch ablated "
+                                           "(as labeled-good rows run without the bad one); false = the original: "
+                                           "the good branch runs, detached.")
     frontload_steps: NonNegativeInt = Field(0, description="Steps on labeled-bad stories alone before training.")
     post_ablation_steps: NonNegativeInt = Field(0, description="After training: steps of the good branch alone, "
                                                 "bad ablated, on known-good (clean) stories.")
@@ -111,12 +115,12 @@ def tokenize_stories(tokenizer, examples: Sequence[Example], max_len: int) -> li
     return tokenize_examples(tokenizer, examples, loss_on="all", max_len=max_len)
 
 
-def routing_hooks(routes: Sequence[int], ortho_lambda: float = 0.0) -> Hooks:
+def routing_hooks(routes: Sequence[int], ortho_lambda: float = 0.0, ablate_good: bool = False) -> Hooks:
     """Routes are looked up by the rows' document index."""
     route_of = torch.tensor(list(routes))
 
     def around_batch(model, batch):
-        return adapters.routed(model, route_of[batch.index.cpu()].to(batch.index.device))
+        return adapters.routed(model, route_of[batch.index.cpu()].to(batch.index.device), ablate_good)
 
     def extra_loss(model, batch, logits):
         return ortho_lambda * adapters.orthogonality_loss(model).to(logits.device)
@@ -149,7 +153,8 @@ def evaluate_modes(model, tokenizer, eval_stories: Sequence[str], settings: Caps
             continuations = [c for start in range(0, len(prompts), settings.batch_size)
                              for c in sample(model, tokenizer, prompts[start:start + settings.batch_size],
                                              max_new_tokens=settings.max_new_tokens,
-                                             temperature=settings.temperature, generator=generator)]
+                                             temperature=settings.temperature, top_p=settings.top_p,
+                                             generator=generator)]
         flags = [float(is_caps(c)) for c in continuations]
         results[mode] = {"caps_loss": caps_loss, "held_out_loss": held_out, "caps_rate": sum(flags) / len(flags),
                          "caps_rate_ci": list(bootstrap_ci(flags, seed=seed)),
@@ -208,9 +213,10 @@ def run(config: CapsConfig, run: Run) -> dict[str, Any]:
             raise UsageError("frontload_steps > 0, but no story is labeled bad")
         settings = config.train.model_copy(update={"steps": config.frontload_steps, "checkpoint_every": 0})
         train(model, [rows[i] for i in labeled], settings, pad_id=pad_id, seed=config.seed, device=device,
-              hooks=routing_hooks(routes), run=run)
+              hooks=routing_hooks(routes, ablate_good=config.labeled_bad_ablates_good), run=run)
     result = train(model, rows, config.train, pad_id=pad_id, seed=config.seed, device=device,
-                   hooks=routing_hooks(routes, config.ortho_lambda), run=run, checkpoint_dir=run.dir / CHECKPOINT,
+                   hooks=routing_hooks(routes, config.ortho_lambda, config.labeled_bad_ablates_good), run=run,
+                   checkpoint_dir=run.dir / CHECKPOINT,
                    fingerprint=config_hash({k: v for k, v in config.model_dump(mode="json").items()
                                             if k != "device"}))
     if config.post_ablation_steps:
