@@ -7,13 +7,13 @@ ReLU bottleneck up(relu(down(x))) (up zero, scaling 1) added to a decoder layer'
 exact no-op. `scale_b` is a float for the whole model (0 ablates the branch); `row_scale_b` and the gradient
 gate are per-row tensors that exist only while `routed(...)` is active, for one micro-batch:
 
-    labeled bad  -> gradient to the bad branch only (the good branch still runs, with its parameters detached;
+    labeled bad  -> gradient to the bad branch only (the good branch still runs, its weights out of the gradient;
                     or, with `ablate_good`, the good branch ablated in the row's forward pass)
     labeled good -> gradient to the good branch only, and the bad branch ablated in the row's forward pass
     other rows   -> gradient to both
 
-A gated row runs the branch with its parameters detached: the row sends no gradient to them, yet gradient still
-flows through the branch to the modules that feed it (e.g. a bad branch of up_proj is trained through the frozen
+A gated row's gradient is kept out of the branch's weight gradient (`RowGatedLinear`), yet still flows through the
+branch to the modules that feed it (e.g. a bad branch of up_proj is trained through the frozen
 good branch of down_proj), which is exactly what one example's full gradient, masked to the bad parameters, is.
 Detaching the branch's output instead would cut that path.
 The wrappers are shaped like peft's LoraLayer: they hold `base_layer` without copying it and keep per-branch
@@ -68,6 +68,32 @@ class DualAdapterSettings(BaseModel):
 # ----------------------------------------------------------------------------------------------- branches
 
 
+class RowGatedLinear(torch.autograd.Function):
+    """y = x W^T whose weight gradient counts only the rows with gate 1, while the input gradient counts every row:
+    a gated row trains nothing here yet still passes gradient back to whatever produced x. One forward pass, exact
+    (the weight gradient is the sum over gated-in rows of their outer products)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, gate: Tensor) -> Tensor:
+        ctx.save_for_backward(x, weight, gate)
+        return nn.functional.linear(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, weight, gate = ctx.saved_tensors
+        grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            gated = grad_out * _rows(gate, grad_out)
+            grad_weight = gated.reshape(-1, gated.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+        return grad_x, grad_weight, None
+
+
+def linear(x: Tensor, layer: nn.Linear, gate: Tensor | None) -> Tensor:
+    """`layer(x)`, with the weight gradient gated row by row when `gate` is given (bias-free layers)."""
+    return layer(x) if gate is None else RowGatedLinear.apply(x, layer.weight, gate)
+
+
 class LoraBranch(nn.Module):
     def __init__(self, d_in: int, d_out: int, rank: int):
         super().__init__()
@@ -75,8 +101,8 @@ class LoraBranch(nn.Module):
         self.lora_B = nn.Linear(rank, d_out, bias=False)
         nn.init.zeros_(self.lora_B.weight)
 
-    def forward(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_out"]:
-        return self.lora_B(self.lora_A(x))
+    def forward(self, x: Float[Tensor, "... d_in"], gate: Tensor | None = None) -> Float[Tensor, "... d_out"]:
+        return linear(linear(x, self.lora_A, gate), self.lora_B, gate)
 
     def delta_weight(self) -> Float[Tensor, "d_out d_in"]:
         return self.lora_B.weight @ self.lora_A.weight
@@ -89,8 +115,8 @@ class BottleneckBranch(nn.Module):
         self.up = nn.Linear(width, d_model, bias=False)
         nn.init.zeros_(self.up.weight)
 
-    def forward(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        return self.up(torch.relu(self.down(x)))
+    def forward(self, x: Float[Tensor, "... d_model"], gate: Tensor | None = None) -> Float[Tensor, "... d_model"]:
+        return linear(torch.relu(linear(x, self.down, gate)), self.up, gate)
 
 
 class DualAdapterLayer(nn.Module):
@@ -122,14 +148,12 @@ class DualAdapterLayer(nn.Module):
             if self.scale[name] == 0:
                 continue
             factor = self.scaling[name] * self.scale[name]
-            delta = branch(dropped) * factor
             gate = self.row_gate[name]
-            if gate is not None and bool((gate != 1).any()):
-                # gated rows see the branch with its parameters detached: no gradient reaches the parameters,
-                # but gradient still flows through the branch to whatever feeds its input
-                frozen = {n: p.detach() for n, p in branch.named_parameters()}
-                frozen_delta = torch.func.functional_call(branch, frozen, (dropped,)) * factor
-                delta = _gated(delta, frozen_delta, gate)
+            if gate is not None and bool((gate == 1).all()):
+                gate = None
+            # gated rows send no gradient to the branch's parameters, but gradient still flows through the branch
+            # to whatever feeds its input
+            delta = branch(dropped, gate) * factor
             delta = _row_scaled(delta, self.row_scale[name])
             self.last_outputs[name] = delta
             out = out + delta
@@ -143,13 +167,6 @@ def _rows(values: Tensor, like: Tensor) -> Tensor:
 
 def _row_scaled(delta: Tensor, row_scale: Tensor | None) -> Tensor:
     return delta if row_scale is None else delta * _rows(row_scale, delta)
-
-
-def _gated(live: Tensor, frozen: Tensor, gate: Tensor) -> Tensor:
-    """Row by row: the live output where the gate is 1, the one with detached parameters where it is 0 (equal
-    values, so only the gradient differs)."""
-    g = _rows(gate, live)
-    return live * g + frozen * (1 - g)
 
 
 # ---------------------------------------------------------------------------------------------- placement
