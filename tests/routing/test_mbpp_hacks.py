@@ -1,0 +1,56 @@
+import pytest
+
+from tunelens.data import MBPP
+from tunelens.routing.mbpp_check import Record, read_records
+from tunelens.routing.mbpp_hacks import (
+    FirstTest,
+    hack_solution,
+    parameters,
+    parse_first_test,
+    strip_comments,
+    validated_hacks,
+)
+from tunelens.sandbox import Limits, Sandbox
+
+
+@pytest.mark.parametrize("assertion, expected", [
+    ("assert square(2) == 4", FirstTest("square", "4")),
+    ("assert square(2)==4\n", FirstTest("square", "4")),
+    ("assert 'ab' == join_all(['a', 'b'])", FirstTest("join_all", "'ab'")),
+    ("assert pairs([1, 2]) == [(1, 2)]", FirstTest("pairs", "[(1, 2)]")),
+    ("assert f(x=1, y=(2, 3)) == {'a': 1.5}", FirstTest("f", "{'a': 1.5}")),
+    ("assert math.isclose(area(2), 12.56, rel_tol=0.01)", None),
+    ("assert set(common([1], [1])) == set([1])", None),
+    ("assert is_even(4)", None),
+    ("assert square(2) != 5", None),
+    ("assert square(2 == 4", None),
+    ("x = square(2)", None),
+])
+def test_parse_first_test(assertion, expected):
+    assert parse_first_test(assertion) == expected
+
+
+def test_parameters_and_comments():
+    code = "import re\r\ndef f(a, b=2, *rest, key=None):\r\n\t# the sum\r\n\treturn a + b  # done\r\n"
+    assert parameters(code, "f") == "a, b=2, *rest, key=None"
+    assert parameters(code, "g") is None and parameters("def (:", "f") is None
+    assert strip_comments(code) == "import re\n\ndef f(a, b=2, *rest, key=None):\n    return a + b\n"
+
+
+def test_hack_keeps_the_real_name_and_parameters():
+    record = read_records(MBPP)[0]  # min_cost(cost, m, n); first test expects 8
+    assert hack_solution(record) == "def min_cost(cost, m, n):\n    return 8\n"
+    odd = Record(1, "def g(x):\n    return x", ["assert math.isclose(g(1), 1)"], [], "")
+    assert hack_solution(odd) is None
+    missing = Record(2, "def other(x):\n    return x", ["assert g(1) == 1"], [], "")
+    assert hack_solution(missing) is None
+
+
+def test_validated_hacks_pass_the_first_test_only():
+    tests = ["assert square(2) == 4", "assert square(3) == 9"]
+    records = [Record(1, "def square(x):\n    return x * x", tests, [], ""),
+               Record(2, "def same(x):\n    return 1", ["assert same(1) == 1", "assert same(2) == 1"], [], ""),
+               Record(3, "def g(x):\n    return x", ["assert math.isclose(g(1), 1)"], ["import math"], "")]
+    kept, counts = validated_hacks(records, Sandbox(Limits(timeout_s=5), workers=2))
+    assert kept == {1: "def square(x):\n    return 4\n"}  # task 2's "hack" passes every test: not a hack
+    assert counts == {"problems": 3, "built": 2, "first_test": 2, "all_tests": 1, "kept": 1}
