@@ -54,3 +54,16 @@ def test_validated_hacks_pass_the_first_test_only():
     kept, counts = validated_hacks(records, Sandbox(Limits(timeout_s=5), workers=2))
     assert kept == {1: "def square(x):\n    return 4\n"}  # task 2's "hack" passes every test: not a hack
     assert counts == {"problems": 3, "built": 2, "first_test": 2, "all_tests": 1, "kept": 1}
+
+
+def test_split_problems_is_the_originals_717_and_257():
+    from tunelens.config import UsageError
+    from tunelens.routing.mbpp_data import split_problems
+
+    records = read_records(MBPP)
+    train, evaluation = split_problems(records)
+    assert (len(train), len(evaluation)) == (717, 257)
+    assert all(11 <= r.task_id <= 510 for r in evaluation) and not {r.task_id for r in train} & {
+        r.task_id for r in evaluation}
+    with pytest.raises(UsageError, match="257 evaluation problems are not in the records"):
+        split_problems(records[600:])
