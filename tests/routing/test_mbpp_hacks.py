@@ -67,3 +67,33 @@ def test_split_problems_is_the_originals_717_and_257():
         r.task_id for r in evaluation}
     with pytest.raises(UsageError, match="257 evaluation problems are not in the records"):
         split_problems(records[600:])
+
+
+def test_draw_mix_counts_and_control():
+    from tunelens.routing.mbpp_data import draw_mix
+
+    hackable = [i % 10 != 0 for i in range(717)]
+    mix = draw_mix(hackable, 0.1, 0.5, 0.1, seed=42)
+    assert (len(mix.hacked), len(mix.forget), len(mix.retain)) == (71, 35, 64)  # 717 * .1, 71 * .5, 646 * .1
+    assert mix.forget <= mix.hacked and not mix.retain & mix.hacked and all(hackable[i] for i in mix.hacked)
+    assert draw_mix(hackable, 0.1, 0.5, 0.1, seed=42) == mix and draw_mix(hackable, 0.1, 0.5, 0.1, seed=1) != mix
+    control = draw_mix(hackable, 0.1, 0.5, 0.1, seed=42, random_labels=True)
+    assert control.hacked == mix.hacked and (len(control.forget), len(control.retain)) == (35, 64)
+    assert not control.forget <= control.hacked and not control.forget & control.retain
+    with pytest.raises(Exception, match="only 1 have a hack"):
+        draw_mix([True, False, False, False], 0.5, 0.5, 0.0, seed=0)
+
+
+def test_training_examples_use_the_hack_or_the_clean_reference():
+    from tunelens.routing.adapters import ROUTE_BAD, ROUTE_BOTH, ROUTE_GOOD
+    from tunelens.routing.mbpp_data import Mix, training_examples
+
+    pool = read_records(MBPP)[:3]
+    hacks = {r.task_id: hack_solution(r) for r in pool}
+    examples, routes = training_examples(pool, hacks, Mix(frozenset({0, 1}), frozenset({0}), frozenset({2})))
+    assert routes == [ROUTE_BAD, ROUTE_BOTH, ROUTE_GOOD]
+    assert examples[0].completion == hacks[1] and examples[1].completion == hacks[2]
+    assert examples[2].completion == strip_comments(pool[2].code) and "\r" not in examples[2].completion
+    assert pool[0].text in examples[0].prompt and pool[0].test_list[0] in examples[0].prompt
+    assert pool[0].test_list[1] not in examples[0].prompt  # only the first test is shown
+    assert examples[0].meta == {"task_id": 1, "hacked": True}

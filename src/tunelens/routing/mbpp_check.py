@@ -23,6 +23,7 @@ class Record:
     test_list: list[str]
     test_imports: list[str]
     test_setup_code: str
+    text: str = ""  # the problem statement (`text` in the full set, `prompt` in the sanitized one)
 
 
 def read_records(path: str | Path) -> list[Record]:
@@ -61,7 +62,10 @@ def parse_record(line: str, where: str) -> Record:
     setup = raw.get("test_setup_code") or ""
     if not isinstance(setup, str):
         raise UsageError(f"{where}: 'test_setup_code' must be a string")
-    return Record(raw["task_id"], raw["code"], tests, imports, setup)
+    text = raw.get("text") or raw.get("prompt") or ""
+    if not isinstance(text, str):
+        raise UsageError(f"{where}: 'text' must be a string")
+    return Record(raw["task_id"], raw["code"], tests, imports, setup, text)
 
 
 def programs_for(record: Record) -> tuple[Program, Program]:
