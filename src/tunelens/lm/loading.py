@@ -90,16 +90,21 @@ def quantization_config(quantize: str, device: torch.device, double_quant: bool 
 
 TINY_STORIES = "tiny-stories"  # the toolkit's own tiny base model, pretrained locally on first use
 TINY_NAMES = (TINY_STORIES, "tiny-stories-mixedcase")  # and its variants (`lm.pretrain.TINY_MODELS`)
+TINY_CODE = "tiny-code"  # the MBPP study's tiny code model (`routing.code_model`), pretrained locally on first use
 
 
 def resolve_name(name_or_path: str | Path) -> str:
-    """A local directory, else a tiny model's cached directory ("tiny-stories" and its variants, pretrained on
-    first use), else the hub id (or directory) behind an alias, else the name itself as a hub id."""
+    """A local directory, else a tiny model's cached directory ("tiny-stories" and its variants, "tiny-code";
+    pretrained on first use), else the hub id (or directory) behind an alias, else the name itself as a hub id."""
     text = str(name_or_path)
     if text in TINY_NAMES and not Path(text).is_dir():
         from tunelens.lm.pretrain import tiny_model_config, tiny_story_model
 
         return str(tiny_story_model(tiny_model_config(text)))
+    if text == TINY_CODE and not Path(text).is_dir():
+        from tunelens.routing.code_model import tiny_code_model
+
+        return str(tiny_code_model())
     expanded = os.path.expanduser(text)
     if Path(expanded).is_dir():
         return expanded

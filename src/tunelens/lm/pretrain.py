@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,8 +31,8 @@ SUMMARY_FILE = "pretrain_summary.json"  # beside the weights, so a copied model 
 MODEL_DIR = "model"
 
 
-class TinyStoriesConfig(TunelensConfig):
-    """Tiny base LM on synthetic stories; the defaults train in about ten minutes on a 2-core CPU (1.1M parameters)."""
+class TinyLmConfig(TunelensConfig):
+    """The model and optimisation of a tiny base LM (Llama or OLMo-2 architecture, own BPE tokenizer)."""
 
     # model
     architecture: Literal["llama", "olmo2"] = Field("llama", description="transformers architecture.")
@@ -42,14 +42,7 @@ class TinyStoriesConfig(TunelensConfig):
     n_heads: PositiveInt = Field(4, description="Attention heads (must divide d_model).")
     d_mlp: PositiveInt = Field(384, description="MLP width.")
     tie_embeddings: bool = Field(True, description="Share the input and output embedding matrix.")
-    # data
     seq_len: PositiveInt = Field(128, description="Tokens per training window (also the model's max length).")
-    n_train_stories: PositiveInt = Field(20_000, description="Training stories (tokenizer and LM).")
-    n_eval_stories: PositiveInt = Field(200, description="Held-out stories for the eval loss.")
-    corpus_seed: NonNegativeInt = Field(0, description="Seed of the story corpus.")
-    caps_word_frac: float = Field(0.0, ge=0, le=1, description="Share of the training stories' words written in "
-                                  "capitals (tokenizer and model), so that capitals are known but whole stories "
-                                  "in capitals are not.")
     # optimisation
     steps: PositiveInt = Field(1000, description="Optimisation steps.")
     batch_size: PositiveInt = Field(32, description="Windows per step.")
@@ -61,16 +54,27 @@ class TinyStoriesConfig(TunelensConfig):
     n_samples: PositiveInt = Field(3, description="Continuations sampled for the summary.")
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> TinyStoriesConfig:
+    def _heads_divide_width(self) -> TinyLmConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
         return self
 
 
+class TinyStoriesConfig(TinyLmConfig):
+    """Tiny base LM on synthetic stories; the defaults train in about ten minutes on a 2-core CPU (1.1M parameters)."""
+
+    n_train_stories: PositiveInt = Field(20_000, description="Training stories (tokenizer and LM).")
+    n_eval_stories: PositiveInt = Field(200, description="Held-out stories for the eval loss.")
+    corpus_seed: NonNegativeInt = Field(0, description="Seed of the story corpus.")
+    caps_word_frac: float = Field(0.0, ge=0, le=1, description="Share of the training stories' words written in "
+                                  "capitals (tokenizer and model), so that capitals are known but whole stories "
+                                  "in capitals are not.")
+
+
 # ----------------------------------------------------------------------------------------------- pretrain
 
 
-def train_settings(config: TinyStoriesConfig) -> TrainSettings:
+def train_settings(config: TinyLmConfig) -> TrainSettings:
     return TrainSettings(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                          weight_decay=config.weight_decay, betas=(0.9, 0.95), lr_schedule=config.lr_schedule,
                          max_grad_norm=1.0, eval_batch_size=64, checkpoint_every=0, log_every=10)
@@ -83,10 +87,24 @@ def windows_as_rows(windows: Int[Tensor, "window seq"]) -> list[TokenizedExample
 
 def pretrain(config: TinyStoriesConfig, out_dir: str | Path, log: Callable[[str], None] = print,
              run: Run | None = None) -> dict[str, Any]:
-    """Train tokenizer and model with the shared loop, save both to `out_dir` as one HF directory, return the
-    summary (also saved there)."""
-    from tunelens.lm.batching import token_windows
+    """Train tokenizer and model on the story corpus with the shared loop, save both to `out_dir` as one HF
+    directory, return the summary (also saved there)."""
     from tunelens.lm.corpus import story_splits, uppercase_words
+
+    train_stories, eval_stories = story_splits(config.n_train_stories, config.n_eval_stories, config.corpus_seed)
+    train_stories = [uppercase_words(story, config.caps_word_frac, config.corpus_seed, i)
+                     for i, story in enumerate(train_stories)]
+    prompts = [" ".join(story.split()[:8]) for story in eval_stories[: config.n_samples]]
+    return pretrain_on(config, train_stories, eval_stories, prompts, out_dir, log, run,
+                       {"corpus_version": CORPUS_VERSION})
+
+
+def pretrain_on(config: TinyLmConfig, train_texts: Sequence[str], eval_texts: Sequence[str], prompts: Sequence[str],
+                out_dir: str | Path, log: Callable[[str], None] = print, run: Run | None = None,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A BPE tokenizer and a tiny model trained on `train_texts` (windows of the joined stream), the held-out loss
+    on `eval_texts`, continuations of `prompts`; both saved to `out_dir`, the summary returned and saved there."""
+    from tunelens.lm.batching import token_windows
     from tunelens.lm.generation import sample
     from tunelens.lm.loading import quiet_progress_bars
     from tunelens.lm.tiny import tiny_causal_lm
@@ -95,12 +113,9 @@ def pretrain(config: TinyStoriesConfig, out_dir: str | Path, log: Callable[[str]
     quiet_progress_bars()
     start = time.perf_counter()
     device = resolve_device(config.device)
-    train_stories, eval_stories = story_splits(config.n_train_stories, config.n_eval_stories, config.corpus_seed)
-    train_stories = [uppercase_words(story, config.caps_word_frac, config.corpus_seed, i)
-                     for i, story in enumerate(train_stories)]
-    tokenizer = train_bpe_tokenizer(train_stories, config.vocab_size)
-    train_rows = windows_as_rows(token_windows(train_stories, tokenizer, config.seq_len))
-    eval_rows = windows_as_rows(token_windows(eval_stories, tokenizer, config.seq_len))
+    tokenizer = train_bpe_tokenizer(train_texts, config.vocab_size)
+    train_rows = windows_as_rows(token_windows(train_texts, tokenizer, config.seq_len))
+    eval_rows = windows_as_rows(token_windows(eval_texts, tokenizer, config.seq_len))
     train_probe = train_rows[: len(eval_rows)]  # same size as the held-out set, so the two losses compare
     with torch.random.fork_rng(devices=[]):  # seeded init and draws that leave a calling study's stream alone
         torch.manual_seed(config.seed)
@@ -114,8 +129,7 @@ def pretrain(config: TinyStoriesConfig, out_dir: str | Path, log: Callable[[str]
         eval_loss_initial = mean_loss(model, eval_rows, pad_id, device=device)
         result = train(model, train_rows, train_settings(config), pad_id=pad_id, seed=config.seed, device=device,
                        run=run)
-        prompts = [" ".join(story.split()[:8]) for story in eval_stories[: config.n_samples]]
-        continuations = sample(model, tokenizer, prompts, max_new_tokens=80, temperature=0.8, top_p=0.95,
+        continuations = sample(model, tokenizer, list(prompts), max_new_tokens=80, temperature=0.8, top_p=0.95,
                                generator=torch.Generator().manual_seed(config.seed))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
@@ -127,7 +141,7 @@ def pretrain(config: TinyStoriesConfig, out_dir: str | Path, log: Callable[[str]
                "eval_loss_initial": eval_loss_initial, "train_seconds": round(result.train_seconds, 1),
                "tokens_per_second": round(result.tokens_per_second), "seconds": round(time.perf_counter() - start, 1),
                "samples": [{"prompt": p, "continuation": c} for p, c in zip(prompts, continuations)],
-               "corpus_version": CORPUS_VERSION, "config": config_to_dict(config)}
+               **(extra or {}), "config": config_to_dict(config)}
     write_json(Path(out_dir) / SUMMARY_FILE, summary)
     return summary
 
@@ -192,5 +206,5 @@ def read_summary(model_dir: Path) -> dict[str, Any]:
     return json.loads((model_dir / SUMMARY_FILE).read_text())
 
 
-__all__ = ["TINY_MODELS", "TinyStoriesConfig", "cached_model_dir", "pretrain", "read_summary", "run",
-           "tiny_model_config", "tiny_story_model"]
+__all__ = ["TINY_MODELS", "TinyLmConfig", "TinyStoriesConfig", "cached_model_dir", "pretrain", "pretrain_on",
+           "read_summary", "run", "tiny_model_config", "tiny_story_model"]

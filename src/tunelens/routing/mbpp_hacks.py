@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -59,7 +60,9 @@ def parameters(code: str, name: str) -> str | None:
 
 def strip_comments(code: str) -> str:
     """The code re-written from its syntax tree: comments and layout quirks (tabs, CRLF) gone, behaviour kept."""
-    return ast.unparse(ast.parse(code)) + "\n"
+    with warnings.catch_warnings():  # e.g. invalid escape sequences in MBPP's regex solutions: not ours to report
+        warnings.simplefilter("ignore", (SyntaxWarning, DeprecationWarning))
+        return ast.unparse(ast.parse(code)) + "\n"
 
 
 def hack_solution(record: Record) -> str | None:
