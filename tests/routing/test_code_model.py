@@ -7,15 +7,20 @@ from tunelens.routing.code_model import TinyCodeConfig, code_texts, is_held_out,
 def fake_stdlib(root):
     for path, text in {"os.py": "import sys\n", "json/decoder.py": "x = 1\n", "test/test_os.py": "assert 1\n",
                        "site-packages/pkg/mod.py": "y = 2\n", "email/__init__.py": "z = 3\n",
+                       "encodings/cp999.py": "table = ()\n",
                        "notes.txt": "not python\n"}.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(text)
+    for i in range(8):
+        (root / f"mod{i}.py").write_text(f"v = {i}\n")
     return root
 
 
 def test_stdlib_files_skip_tests_and_site_packages(tmp_path):
     root = fake_stdlib(tmp_path)
-    assert [str(p.relative_to(root)) for p in stdlib_files(root)] == ["email/__init__.py", "json/decoder.py", "os.py"]
+    files = [str(p.relative_to(root)) for p in stdlib_files(root)]
+    assert sorted(files) == ["email/__init__.py", "json/decoder.py", *[f"mod{i}.py" for i in range(8)], "os.py"]
+    assert files == [str(p.relative_to(root)) for p in stdlib_files(root)]  # a fixed order
 
 
 def test_held_out_split_is_a_pure_function_of_the_path():
@@ -28,7 +33,8 @@ def test_code_texts_and_mbpp_solutions(tmp_path):
     root = fake_stdlib(tmp_path)
     config = TinyCodeConfig(held_out_percent=50.0, include_mbpp=False)
     train, held_out = code_texts(config, root)
-    assert sorted(train + held_out) == sorted(["z = 3\n", "x = 1\n", "import sys\n"]) and train and held_out
+    expected = ["z = 3\n", "x = 1\n", "import sys\n", *[f"v = {i}\n" for i in range(8)]]
+    assert sorted(train + held_out) == sorted(expected) and train and held_out
     with_mbpp, _ = code_texts(config.model_copy(update={"include_mbpp": True}), root)
     assert len(with_mbpp) == len(train) + 717 and "\r" not in with_mbpp[-1]
     with pytest.raises(UsageError, match="raise max_chars or held_out_percent"):

@@ -1,9 +1,10 @@
 """The tiny code model of the MBPP study: the tiny Llama trained on Python source every machine has offline.
 
-Training text: the running interpreter's standard library (found with `sysconfig`, PSF licence; `site-packages` and
-test directories left out), up to `max_chars` characters in path order, plus the MBPP training pool's reference
-solutions without comments; a seeded share of the standard-library files (by a hash of their path) is held out
-for the loss. The run is the registered experiment `tiny-code` (`tunelens pretrain tiny-code` puts it in the cache,
+Training text: the running interpreter's standard library (found with `sysconfig`, PSF licence; `site-packages`, test
+directories and the generated codec tables of `encodings` left out), files taken in the order of a hash of their
+path (a spread over the whole library) up to `max_chars` characters, plus the MBPP training pool's reference
+solutions without comments; a share of the standard-library files (by another hash of their path) is held out for
+the loss. The run is the registered experiment `tiny-code` (`tunelens pretrain tiny-code` puts it in the cache,
 and the name "tiny-code" loads it like a model id); the cache key covers the config and the Python version, whose
 standard library it read.
 """
@@ -24,27 +25,32 @@ from tunelens.lm.pretrain import MODEL_DIR, SUMMARY_FILE, TinyLmConfig, pretrain
 from tunelens.runs import Run
 
 TINY_CODE = "tiny-code"
-SKIPPED_DIRS = {"site-packages", "test", "tests", "idle_test", "__pycache__"}
+SKIPPED_DIRS = {"site-packages", "test", "tests", "idle_test", "__pycache__", "encodings"}
 
 
 class TinyCodeConfig(TinyLmConfig):
     """Tiny base LM on Python source (the standard library and MBPP's training solutions)."""
 
-    max_chars: PositiveInt = Field(6_000_000, description="Standard-library characters to read, in path order.")
-    held_out_percent: float = Field(2.0, gt=0, lt=100, description="Share of standard-library files held out.")
+    max_chars: PositiveInt = Field(6_000_000, description="Standard-library characters to read (files in the order "
+                                   "of a hash of their path).")
+    held_out_percent: float = Field(5.0, gt=0, lt=100, description="Share of standard-library files held out.")
     include_mbpp: bool = Field(True, description="Add the MBPP training pool's reference solutions.")
 
 
 def stdlib_files(root: str | Path | None = None) -> list[Path]:
-    """The standard library's .py files in path order, without site-packages and test directories."""
+    """The standard library's .py files without site-packages, test directories and codec tables, in the order of
+    a hash of their relative path (so that any prefix is a spread over the whole library)."""
     root = Path(root or sysconfig.get_paths()["stdlib"])
-    return sorted(path for path in root.rglob("*.py")
-                  if not SKIPPED_DIRS & set(path.relative_to(root).parts[:-1]))
+    files = [path for path in root.rglob("*.py") if not SKIPPED_DIRS & set(path.relative_to(root).parts[:-1])]
+    return sorted(files, key=lambda path: _hash(f"order:{path.relative_to(root)}"))
+
+
+def _hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
 def is_held_out(relative_path: str, percent: float) -> bool:
-    digest = hashlib.sha256(f"held-out:{relative_path}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") % 10_000 < percent * 100
+    return _hash(f"held-out:{relative_path}") % 10_000 < percent * 100
 
 
 def code_texts(config: TinyCodeConfig, root: str | Path | None = None) -> tuple[list[str], list[str]]:
