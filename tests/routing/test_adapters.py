@@ -189,8 +189,16 @@ def test_row_parameter_gate_blocks_parameter_gradient_rows_but_not_the_input_pat
     gated_first, gated_second = grads(torch.tensor([1.0, 0.0]))
     assert open_second.abs().sum() > 0 and torch.equal(gated_second, torch.zeros_like(gated_second))
     torch.testing.assert_close(gated_first, open_first)  # gradient still flows through to the first layer
+    plain = second(first(x))
     with row_parameter_gate([second], torch.tensor([1.0, 0.0])):
-        assert torch.equal(second(first(x)), second(first(x)).detach())  # values unchanged
+        torch.testing.assert_close(second(first(x)), plain)  # values unchanged
+    norm = torch.nn.LayerNorm(4)  # a module that is not linear: re-run with its parameters detached
+    with torch.no_grad():
+        norm.weight.mul_(2.0)
+    norm.zero_grad(), first.zero_grad()
+    with row_parameter_gate([norm], torch.tensor([0.0, 1.0])):
+        norm(first(x)).pow(2).sum(-1)[0].backward()  # row 0 is gated out
+    assert torch.equal(norm.weight.grad, torch.zeros_like(norm.weight)) and first.weight.grad.abs().sum() > 0
 
 
 def test_groups_to_step():

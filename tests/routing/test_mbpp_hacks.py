@@ -80,7 +80,9 @@ def test_draw_mix_counts_and_control():
     control = draw_mix(hackable, 0.1, 0.5, 0.1, seed=42, random_labels=True)
     assert control.hacked == mix.hacked and (len(control.forget), len(control.retain)) == (35, 64)
     assert not control.forget <= control.hacked and not control.forget & control.retain
-    with pytest.raises(Exception, match="only 1 have a hack"):
+    from tunelens.config import UsageError
+
+    with pytest.raises(UsageError, match="only 1 have a hack"):
         draw_mix([True, False, False, False], 0.5, 0.5, 0.0, seed=0)
 
 

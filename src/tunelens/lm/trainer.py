@@ -118,16 +118,46 @@ def row_gradient_scale(modules: Sequence[nn.Module], scale: Float[Tensor, "batch
             handle.remove()
 
 
+class _RowGatedLinear(torch.autograd.Function):
+    """y = x W^T + b whose parameter gradients count only the rows with gate 1, while the input gradient counts
+    every row: one forward pass, exact (the weight gradient is the sum over gated-in rows of their outer
+    products)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, gate: Tensor) -> Tensor:
+        ctx.save_for_backward(x, weight, gate)
+        ctx.has_bias = bias is not None
+        return nn.functional.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, weight, gate = ctx.saved_tensors
+        grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
+        gated = grad_out * gate.to(grad_out).view(-1, *([1] * (grad_out.dim() - 1)))
+        flat = gated.reshape(-1, gated.shape[-1])
+        grad_weight = flat.T @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+        grad_bias = flat.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias, None
+
+
+def gated_linear(x: Tensor, weight: Tensor, bias: Tensor | None, gate: Float[Tensor, "batch"]) -> Tensor:
+    """`linear(x, weight, bias)` where rows with gate 0 send no gradient to weight and bias (gradient to x is kept)."""
+    return _RowGatedLinear.apply(x, weight, bias, gate)
+
+
 @contextmanager
 def row_parameter_gate(modules: Sequence[nn.Module], gate: Float[Tensor, "batch"]) -> Iterator[None]:
     """Inside the block, rows whose gate is 0 send no gradient to each module's own parameters, while gradient
-    still flows through the module to its inputs (the module is run a second time with its parameters detached
-    for those rows; values are unchanged). Modules must return one tensor with the batch first."""
+    still flows through the module to its inputs; values are unchanged. A linear layer's output is recomputed by
+    `gated_linear`; any other module is run a second time with its parameters detached for those rows. Modules must
+    return one tensor with the batch first."""
     running: set[int] = set()
 
     def hook(module: nn.Module, args: Any, kwargs: Any, output: Tensor) -> Tensor | None:
         if id(module) in running or bool((gate == 1).all()):
             return None
+        if isinstance(module, nn.Linear):
+            return gated_linear(args[0], module.weight, module.bias, gate)
         running.add(id(module))
         try:
             detached = {name: p.detach() for name, p in module.named_parameters(recurse=False)}

@@ -12,9 +12,9 @@ gate are per-row tensors that exist only while `routed(...)` is active, for one 
     labeled good -> gradient to the good branch only, and the bad branch ablated in the row's forward pass
     other rows   -> gradient to both
 
-A gated row's gradient is kept out of the branch's weight gradient (`RowGatedLinear`), yet still flows through the
-branch to the modules that feed it (e.g. a bad branch of up_proj is trained through the frozen
-good branch of down_proj), which is exactly what one example's full gradient, masked to the bad parameters, is.
+A gated row's gradient is kept out of the branch's weight gradient (`lm.trainer.gated_linear`), yet still flows
+through the branch to the modules that feed it (e.g. a bad branch of up_proj is trained through the frozen good
+branch of down_proj), which is exactly what one example's full gradient, masked to the bad parameters, is.
 Detaching the branch's output instead would cut that path.
 The wrappers are shaped like peft's LoraLayer: they hold `base_layer` without copying it and keep per-branch
 state in dicts keyed by branch name.
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from tunelens.config import UsageError
 from tunelens.lm.layers import decoder_layers
-from tunelens.lm.trainer import row_parameter_gate
+from tunelens.lm.trainer import gated_linear, row_parameter_gate
 from tunelens.runs import load_tensors, save_tensors, write_json
 
 BRANCHES = ("good", "bad")
@@ -68,30 +68,9 @@ class DualAdapterSettings(BaseModel):
 # ----------------------------------------------------------------------------------------------- branches
 
 
-class RowGatedLinear(torch.autograd.Function):
-    """y = x W^T whose weight gradient counts only the rows with gate 1, while the input gradient counts every row:
-    a gated row trains nothing here yet still passes gradient back to whatever produced x. One forward pass, exact
-    (the weight gradient is the sum over gated-in rows of their outer products)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, gate: Tensor) -> Tensor:
-        ctx.save_for_backward(x, weight, gate)
-        return nn.functional.linear(x, weight)
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        x, weight, gate = ctx.saved_tensors
-        grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
-        grad_weight = None
-        if ctx.needs_input_grad[1]:
-            gated = grad_out * _rows(gate, grad_out)
-            grad_weight = gated.reshape(-1, gated.shape[-1]).T @ x.reshape(-1, x.shape[-1])
-        return grad_x, grad_weight, None
-
-
 def linear(x: Tensor, layer: nn.Linear, gate: Tensor | None) -> Tensor:
-    """`layer(x)`, with the weight gradient gated row by row when `gate` is given (bias-free layers)."""
-    return layer(x) if gate is None else RowGatedLinear.apply(x, layer.weight, gate)
+    """`layer(x)`, with the weight gradient gated row by row when `gate` is given."""
+    return layer(x) if gate is None else gated_linear(x, layer.weight, layer.bias, gate)
 
 
 class LoraBranch(nn.Module):

@@ -19,9 +19,10 @@ from typing import Any
 
 from pydantic import Field, PositiveInt
 
-from tunelens.cache import cached, entry_dir, is_cached
+from tunelens.cache import cached, entry_dir
 from tunelens.config import UsageError, config_to_dict
-from tunelens.lm.pretrain import MODEL_DIR, SUMMARY_FILE, TinyLmConfig, pretrain_on
+from tunelens.lm import pretrain as pretrain_module
+from tunelens.lm.pretrain import MODEL_DIR, TinyLmConfig, pretrain_on
 from tunelens.runs import Run
 
 TINY_CODE = "tiny-code"
@@ -112,5 +113,4 @@ def tiny_code_model(config: TinyCodeConfig | None = None, quiet: bool = False) -
     return cached(TINY_CODE, cache_key(config), build) / MODEL_DIR
 
 
-def is_pretrained(model_dir: Path) -> bool:
-    return is_cached(model_dir.parent) and (model_dir / SUMMARY_FILE).is_file()
+is_pretrained = pretrain_module.is_pretrained  # the same test as the story model's cache
