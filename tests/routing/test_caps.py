@@ -171,7 +171,7 @@ def test_routing_eval_caches_by_run_and_mode(micro_lm, tmp_path, monkeypatch):
     bad_plan = tmp_path / "bad.yaml"
     bad_plan.write_text("runs:\n  - {name: b, run_dir: nowhere}\n")
     result = CliRunner().invoke(app, ["routing", "eval", str(bad_plan)])
-    assert result.exit_code == 2 and "not a caps run directory" in result.output
+    assert result.exit_code == 2 and "not a caps or mbpp run directory" in result.output
 
 
 def test_caps_finetune_run_trains_base_weights_and_exports(micro_lm, tmp_path):

@@ -19,6 +19,10 @@ from tunelens.sandbox import Limits, Sandbox
     ("assert 'ab' == join_all(['a', 'b'])", FirstTest("join_all", "'ab'")),
     ("assert pairs([1, 2]) == [(1, 2)]", FirstTest("pairs", "[(1, 2)]")),
     ("assert f(x=1, y=(2, 3)) == {'a': 1.5}", FirstTest("f", "{'a': 1.5}")),
+    ("assert outer(inner(1), [2, (3, 4)]) == 'x y'", FirstTest("outer", "'x y'")),  # nested calls
+    ("assert scale(1.5, 2) == 3.0", FirstTest("scale", "3.0")),  # floats, several arguments
+    ("assert uniq([1, 1, 2]) == {1, 2}", FirstTest("uniq", "{1, 2}")),  # a set
+    ("assert split_at('a,b', ',', 1) == ('a', 'b')", FirstTest("split_at", "('a', 'b')")),  # strings, a tuple
     ("assert math.isclose(area(2), 12.56, rel_tol=0.01)", None),
     ("assert set(common([1], [1])) == set([1])", None),
     ("assert is_even(4)", None),

@@ -75,11 +75,11 @@ def export_command(
 
 @app.command("eval")
 def eval_command(
-    plan: Annotated[Path, typer.Argument(help="EVAL.yaml: runs (name, run_dir, modes, label), cache, figure.")],
+    plan: Annotated[Path, typer.Argument(help="EVAL.yaml: runs (name, run_dir, modes, label), cache, figure; caps runs or mbpp runs.")],
     force: Annotated[bool, typer.Option("--force", help="Recompute every entry, ignoring the cache.")] = False,
 ) -> None:
     """Evaluate runs x modes (cached in one JSON file keyed by run and mode) and draw one comparison figure."""
-    from tunelens.routing.compare import evaluate_plan
+    from tunelens.routing.compare import describe, evaluate_plan
 
     try:
         results = evaluate_plan(plan, force=force, log=typer.echo)
@@ -87,9 +87,7 @@ def eval_command(
         raise _fail(err) from None
     for name, modes in results.items():
         for mode, values in modes.items():
-            low, high = values["caps_rate_ci"]
-            typer.echo(f"{name:>16} {mode:>12}: caps loss {values['caps_loss']:.3f}, held-out loss "
-                       f"{values['held_out_loss']:.3f}, caps rate {values['caps_rate']:.3f} [{low:.3f}, {high:.3f}]")
+            typer.echo(f"{name:>16} {mode:>14}: {describe(values)}")
 
 
 @app.command("orthogonality")
