@@ -109,7 +109,8 @@ EXPERIMENTS: dict[str, Experiment] = {
                    "LoRA fine-tuning for output control with a TVD loss at the answer position; held-out before/after"),
         *_caps_experiments(),
         Experiment("mbpp", "routing", "tunelens.routing.mbpp:MbppConfig", "tunelens.routing.mbpp:run",
-                   "Gradient routing against reward hacking on MBPP: hacks routed to a forget adapter, sandboxed rates"),
+                   "Gradient routing against reward hacking on MBPP: hacks routed to a forget adapter, sandboxed "
+                   "rates"),
         Experiment("mbpp-random", "routing", "tunelens.routing.mbpp:MbppConfig", "tunelens.routing.mbpp:run",
                    "The control of mbpp: the same numbers of forget/retain labels drawn at random"),
         Experiment("hops-train", "attribution", "tunelens.attribution.train:HopsTrainConfig",

@@ -30,7 +30,7 @@ from tunelens.config import TunelensConfig, UsageError, config_hash
 from tunelens.lm.examples import Example, TokenizedExample, tokenize_example
 from tunelens.lm.trainer import CHECKPOINT, TrainSettings, row_losses, train
 from tunelens.routing import adapters
-from tunelens.routing.adapters import ROUTE_BAD, ROUTE_GOOD, DualAdapterSettings
+from tunelens.routing.adapters import DualAdapterSettings
 from tunelens.routing.mbpp_check import Record
 from tunelens.runs import Run, resolve_device
 
