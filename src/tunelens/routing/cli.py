@@ -75,8 +75,8 @@ def export_command(
 
 @app.command("eval")
 def eval_command(
-    plan: Annotated[Path, typer.Argument(help="EVAL.yaml: runs (name, run_dir, modes, label), cache, figure; caps runs or mbpp "
-                              "runs.")],
+    plan: Annotated[Path, typer.Argument(
+        help="EVAL.yaml: runs (name, run_dir, modes, label), cache, figure; caps runs or mbpp runs.")],
     force: Annotated[bool, typer.Option("--force", help="Recompute every entry, ignoring the cache.")] = False,
 ) -> None:
     """Evaluate runs x modes (cached in one JSON file keyed by run and mode) and draw one comparison figure."""
