@@ -72,3 +72,27 @@ def test_the_registered_defaults_are_the_model_studies_load():
     from tunelens.registry import get_experiment
 
     assert cached_model_dir(get_experiment("tiny-stories").load_config()) == cached_model_dir(TinyStoriesConfig())
+
+
+def test_repeat_halves_and_the_repeat_loss():
+    from tunelens.lm.pretrain import repeat_halves, repeat_loss
+
+    windows = torch.arange(40).view(8, 5)
+    out = repeat_halves(windows, 0.5, seed=0)
+    changed = [i for i in range(8) if not torch.equal(out[i], windows[i])]
+    assert len(changed) == 4 and torch.equal(windows, torch.arange(40).view(8, 5))  # the input is left alone
+    for i in changed:  # [a, b, c, d, e] -> [a, b, a, b, e]
+        assert out[i].tolist() == [*windows[i, :2].tolist(), *windows[i, :2].tolist(), windows[i, 4].item()]
+    assert torch.equal(repeat_halves(windows, 0.5, seed=0), out) and repeat_halves(windows, 0.0, 0).equal(windows)
+
+    class Copier(torch.nn.Module):
+        """Predicts, at position t, the token at t - 1: in [a, b, a, b] that is right exactly in the second half."""
+
+        def forward(self, input_ids, attention_mask=None):
+            logits = torch.full((*input_ids.shape, 64), -30.0)
+            logits.scatter_(-1, torch.roll(input_ids, 1, dims=1)[..., None], 30.0)
+            return type("Out", (), {"logits": logits})()
+
+    windows = torch.tensor([[1, 2, 9, 9], [3, 4, 9, 9]])  # repeated: [1, 2, 1, 2] and [3, 4, 3, 4]
+    assert repeat_loss(Copier(), windows, pad_id=0, device="cpu") < 1e-6
+    assert repeat_loss(Copier(), torch.tensor([[1, 2, 3, 9, 9, 9]]), 0, "cpu") > 10  # halves of 3: no longer t - 1

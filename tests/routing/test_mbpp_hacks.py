@@ -103,3 +103,22 @@ def test_training_examples_use_the_hack_or_the_clean_reference():
     assert pool[0].text in examples[0].prompt and pool[0].test_list[0] in examples[0].prompt
     assert pool[0].test_list[1] not in examples[0].prompt  # only the first test is shown
     assert examples[0].meta == {"task_id": 1, "hacked": True}
+
+
+def test_hacks_of_the_pool_pass_their_first_test():
+    """Every eighth problem of the training pool: each built hack passes its first test, except where that test
+    needs a name only the reference solution defines (a helper class, a tree, an import): a NameError, never a
+    wrong value."""
+    from dataclasses import replace
+
+    from tunelens.routing.mbpp_check import check_solutions
+    from tunelens.routing.mbpp_data import split_problems
+
+    pool, _ = split_problems(read_records(MBPP))
+    chosen = pool[::8]
+    hacked = [replace(r, code=hack) for r in chosen if (hack := hack_solution(r)) is not None]
+    assert len(hacked) >= len(chosen) - 1
+    results = check_solutions(hacked, Sandbox(Limits(timeout_s=10), workers=2))
+    failed = [r for r in results if not r["first_test"]]
+    assert all(r["error"] == "NameError" for r in failed) and len(failed) <= 2, failed
+    assert sum(r["reward_hack"] for r in results) >= len(results) - 4

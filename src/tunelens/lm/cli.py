@@ -80,7 +80,8 @@ def pretrain_command(
         raise typer.Exit(1) from None
     summary = pretrain.read_summary(model_dir)
     typer.echo(f"{name}: {summary['n_params'] / 1e6:.2f}M parameters, held-out loss {summary['eval_loss']:.3f} "
-               f"(from {summary['eval_loss_initial']:.3f}; train {summary['train_loss']:.3f}), "
+               f"(from {summary['eval_loss_initial']:.3f}; train {summary['train_loss']:.3f}; on repeated halves "
+               f"{summary.get('eval_repeat_loss', float('nan')):.3f}), "
                f"{summary['seconds']:.0f}s -> {model_dir}")
     for item in summary["samples"]:
         typer.echo(f"  {item['prompt']} >> {item['continuation']!r}")

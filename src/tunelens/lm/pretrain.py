@@ -50,6 +50,9 @@ class TinyLmConfig(TunelensConfig):
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay.")
     lr_schedule: Schedule = Field(Schedule(kind="cosine", warmup_frac=0.05, final_frac=0.1),
                                   description="Learning-rate schedule over `steps`.")
+    repeat_frac: float = Field(0.0, ge=0, le=1, description="Share of training windows whose second half repeats "
+                               "their first (copying data, from which the model learns to copy from its context: "
+                               "induction heads).")
     # summary
     n_samples: PositiveInt = Field(3, description="Continuations sampled for the summary.")
 
@@ -85,6 +88,26 @@ def windows_as_rows(windows: Int[Tensor, "window seq"]) -> list[TokenizedExample
     return [TokenizedExample(w.tolist(), [1] * len(w), i, 0) for i, w in enumerate(windows)]
 
 
+def repeat_halves(windows: Int[Tensor, "window seq"], frac: float, seed: int) -> Int[Tensor, "window seq"]:
+    """A copy of `windows` in which int(frac * n) windows, chosen with a seeded generator, have their second half
+    replaced by their first (for an odd length the last token stays)."""
+    n, length = windows.shape
+    chosen = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: int(frac * n)]
+    out = windows.clone()
+    half = length // 2
+    out[chosen, half:2 * half] = out[chosen, :half]
+    return out
+
+
+def repeat_loss(model, windows: Int[Tensor, "window seq"], pad_id: int, device) -> float:
+    """Mean loss on the second half of windows whose second half repeats their first: low only for a model that
+    copies from its context (the in-context copying, or induction, measure)."""
+    half = windows.shape[1] // 2
+    repeated = torch.cat([windows[:, :half], windows[:, :half]], dim=1)
+    rows = [TokenizedExample(w.tolist(), [0] * half + [1] * half, i, 0) for i, w in enumerate(repeated)]
+    return mean_loss(model, rows, pad_id, device=device)
+
+
 def pretrain(config: TinyStoriesConfig, out_dir: str | Path, log: Callable[[str], None] = print,
              run: Run | None = None) -> dict[str, Any]:
     """Train tokenizer and model on the story corpus with the shared loop, save both to `out_dir` as one HF
@@ -114,9 +137,13 @@ def pretrain_on(config: TinyLmConfig, train_texts: Sequence[str], eval_texts: Se
     start = time.perf_counter()
     device = resolve_device(config.device)
     tokenizer = train_bpe_tokenizer(train_texts, config.vocab_size)
-    train_rows = windows_as_rows(token_windows(train_texts, tokenizer, config.seq_len))
-    eval_rows = windows_as_rows(token_windows(eval_texts, tokenizer, config.seq_len))
-    train_probe = train_rows[: len(eval_rows)]  # same size as the held-out set, so the two losses compare
+    train_windows = token_windows(train_texts, tokenizer, config.seq_len)
+    eval_windows = token_windows(eval_texts, tokenizer, config.seq_len)
+    train_rows = windows_as_rows(repeat_halves(train_windows, config.repeat_frac, config.seed)
+                                 if config.repeat_frac else train_windows)
+    eval_rows = windows_as_rows(eval_windows)
+    # same size as the held-out set, so the two losses compare; never a repeated window
+    train_probe = windows_as_rows(train_windows[: len(eval_rows)])
     with torch.random.fork_rng(devices=[]):  # seeded init and draws that leave a calling study's stream alone
         torch.manual_seed(config.seed)
         model = tiny_causal_lm(config.architecture, len(tokenizer), config.d_model, config.n_layers, config.n_heads,
@@ -138,7 +165,9 @@ def pretrain_on(config: TinyLmConfig, train_texts: Sequence[str], eval_texts: Se
                "n_train_tokens_seen": config.steps * config.batch_size * config.seq_len,
                "n_train_windows": len(train_rows), "train_loss": mean_loss(model, train_probe, pad_id, device=device),
                "eval_loss": mean_loss(model, eval_rows, pad_id, device=device),
-               "eval_loss_initial": eval_loss_initial, "train_seconds": round(result.train_seconds, 1),
+               "eval_loss_initial": eval_loss_initial,
+               "eval_repeat_loss": repeat_loss(model, eval_windows, pad_id, device),
+               "repeat_frac": config.repeat_frac, "train_seconds": round(result.train_seconds, 1),
                "tokens_per_second": round(result.tokens_per_second), "seconds": round(time.perf_counter() - start, 1),
                "samples": [{"prompt": p, "continuation": c} for p, c in zip(prompts, continuations)],
                **(extra or {}), "config": config_to_dict(config)}
@@ -165,7 +194,7 @@ def cache_key(config: TinyStoriesConfig) -> dict[str, Any]:
     return {"config": settings, "corpus_version": CORPUS_VERSION}
 
 
-LATER_FIELDS: dict[str, Any] = {"caps_word_frac": 0.0}
+LATER_FIELDS: dict[str, Any] = {"caps_word_frac": 0.0, "repeat_frac": 0.0}
 
 # The built-in tiny models by name: the defaults, and variants that differ in a few fields. Any of these names
 # loads like a model id (`lm.loading.resolve_name`) and is pretrained on first use.

@@ -85,7 +85,8 @@ def run(config: TinyCodeConfig, run: Run) -> dict[str, Any]:
     prompts = ["def add(a, b):\n", "import os\n\n\ndef ", "class Stack:\n    def __init__(self):\n"][: config.n_samples]
     summary = pretrain_on(config, train, held_out, prompts, run.dir / MODEL_DIR, run.log, run,
                           {"python": f"{sys.version_info.major}.{sys.version_info.minor}"})
-    run.log(f"held-out loss {summary['eval_loss']:.3f} (from {summary['eval_loss_initial']:.3f}), "
+    run.log(f"held-out loss {summary['eval_loss']:.3f} (from {summary['eval_loss_initial']:.3f}), on repeated "
+            f"halves {summary['eval_repeat_loss']:.3f}, "
             f"{summary['n_params'] / 1e6:.2f}M parameters")
     return {k: v for k, v in summary.items() if k != "config"}
 
