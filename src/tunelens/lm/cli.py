@@ -30,7 +30,8 @@ def models_command() -> None:
 
 
 def pretrain_command(
-    name: Annotated[str, typer.Argument(help="What to pretrain: tiny-stories, tiny-stories-mixedcase or tiny-code.")],
+    name: Annotated[str, typer.Argument(
+        help="What to pretrain: tiny-stories, tiny-stories-mixedcase, tiny-stories-copy or tiny-code.")],
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory, the model in DIR/model (default: "
                                                 "the user cache).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML of TinyStoriesConfig fields.")] = None,

@@ -202,6 +202,8 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
     "tiny-stories": {},
     # 5 % of words in capitals: whole stories in capitals are new, capital letters are not (the routing study)
     "tiny-stories-mixedcase": {"caps_word_frac": 0.05},
+    # half the windows repeat their first half: the model learns to copy words from its context (output control)
+    "tiny-stories-copy": {"repeat_frac": 0.5},
 }
 
 
