@@ -89,7 +89,7 @@ def quantization_config(quantize: str, device: torch.device, double_quant: bool 
 
 
 TINY_STORIES = "tiny-stories"  # the toolkit's own tiny base model, pretrained locally on first use
-TINY_NAMES = (TINY_STORIES, "tiny-stories-mixedcase", "tiny-stories-copy")  # and its variants (`lm.pretrain.TINY_MODELS`)
+TINY_NAMES = (TINY_STORIES, "tiny-stories-mixedcase", "tiny-stories-copy")  # with variants: `lm.pretrain.TINY_MODELS`
 TINY_CODE = "tiny-code"  # the MBPP study's tiny code model (`routing.code_model`), pretrained locally on first use
 
 
