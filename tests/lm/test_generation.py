@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from tunelens.lm.generation import next_tokens, sample, top_p_filter
@@ -74,3 +75,20 @@ def test_stop_strings_end_a_row_and_are_cut(micro_lm):
         assert text.startswith(cut)
         ends = [text.index(s) for s in ".," if s in text]
         assert len(cut) == (min(ends) if ends else len(text))
+
+
+def test_sample_batched_is_sample_over_slices(micro_lm):
+    from tunelens.lm.generation import sample, sample_batched
+    from tunelens.lm.loading import load_model, load_tokenizer
+
+    model = load_model(micro_lm[0]).eval()
+    tokenizer = load_tokenizer(micro_lm[0], padding_side="left")
+    prompts = ["Once upon a time", "The cat", "A dog ran", "She said"]
+    batched = sample_batched(model, tokenizer, 3, prompts, max_new_tokens=5,
+                             generator=torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(1)
+    by_hand = [*sample(model, tokenizer, prompts[:3], max_new_tokens=5, generator=generator),
+               *sample(model, tokenizer, prompts[3:], max_new_tokens=5, generator=generator)]
+    assert batched == by_hand and len(batched) == 4
+    with pytest.raises(ValueError, match="either prompts or prompt_ids"):
+        sample_batched(model, tokenizer, 2)

@@ -145,13 +145,10 @@ def locate_deviation(item: Item, answer: str, n_continue: int) -> Deviation:
 
 
 def generate_answers(model, tokenizer, prompts: list[list[int]], config: DeviationConfig) -> list[str]:
-    from tunelens.lm.generation import sample
+    from tunelens.lm.generation import sample_batched
 
-    answers: list[str] = []
-    for start in range(0, len(prompts), config.batch_size):
-        answers += sample(model, tokenizer, prompt_ids=prompts[start:start + config.batch_size],
+    return sample_batched(model, tokenizer, config.batch_size, prompt_ids=prompts,
                           max_new_tokens=config.max_new_tokens, temperature=0)
-    return answers
 
 
 def reference_top_tokens(model, tokenizer, texts: list[str], top_n: int, batch_size: int,

@@ -74,6 +74,18 @@ def sample(model, tokenizer, prompts: Sequence[str] | None = None, max_new_token
     return [_cut_at_stop(tokenizer.decode(_until_eos(row, tokenizer.eos_token_id)), stop) for row in rows]
 
 
+def sample_batched(model, tokenizer, batch_size: int, prompts: Sequence[str] | None = None,
+                   prompt_ids: Sequence[Sequence[int]] | None = None, **kwargs) -> list[str]:
+    """`sample` over `batch_size` prompts at a time (rows of similar count per pass bound the memory); one
+    generator passed in `kwargs` carries over from batch to batch, so the draws depend only on the order."""
+    if (prompts is None) == (prompt_ids is None):
+        raise ValueError("give either prompts or prompt_ids")
+    items = list(prompts if prompts is not None else prompt_ids)
+    key = "prompts" if prompts is not None else "prompt_ids"
+    return [c for start in range(0, len(items), batch_size)
+            for c in sample(model, tokenizer, **{key: items[start:start + batch_size]}, **kwargs)]
+
+
 def _has_stop(rows: list[list[int]], tokenizer, stop: Sequence[str], device: torch.device) -> Tensor:
     texts = [tokenizer.decode(_until_eos(row, tokenizer.eos_token_id)) for row in rows]
     return torch.tensor([any(s in text for s in stop) for text in texts], device=device)

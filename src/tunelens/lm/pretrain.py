@@ -167,7 +167,7 @@ def pretrain_on(config: TinyLmConfig, train_texts: Sequence[str], eval_texts: Se
                "eval_loss": mean_loss(model, eval_rows, pad_id, device=device),
                "eval_loss_initial": eval_loss_initial,
                "eval_repeat_loss": repeat_loss(model, eval_windows, pad_id, device),
-               "repeat_frac": config.repeat_frac, "train_seconds": round(result.train_seconds, 1),
+               "train_seconds": round(result.train_seconds, 1),
                "tokens_per_second": round(result.tokens_per_second), "seconds": round(time.perf_counter() - start, 1),
                "samples": [{"prompt": p, "continuation": c} for p, c in zip(prompts, continuations)],
                **(extra or {}), "config": config_to_dict(config)}

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tunelens.config import UsageError, read_yaml, validate_config
-from tunelens.routing.mbpp import MBPP_MODE_SCALES, RATES, MbppConfig, MbppEvalSettings
+from tunelens.routing.mbpp import MBPP_MODE_SCALES, MbppConfig, MbppEvalSettings
 from tunelens.routing.train import MODE_SCALES, CapsConfig, CapsEvalSettings
 from tunelens.runs import atomic_write_text
 
@@ -111,8 +111,9 @@ def evaluate_plan(plan_path: str | Path, force: bool = False, log: Callable[[str
             continue
         model, _ = load_routed(run_dir)
         tokenizer = load_tokenizer(run_dir / "adapters", padding_side="right")
+        measure = mode_evaluator(model, tokenizer, config, plan)
         for mode in missing:
-            values = evaluate_one(model, tokenizer, config, plan, mode)
+            values = measure(mode)
             cache.setdefault(entry.name, {})[mode] = values
             atomic_write_text(cache_path, json.dumps(cache, indent=1))
             log(f"{entry.name} {mode}: " + describe(values))
@@ -125,36 +126,35 @@ def evaluate_plan(plan_path: str | Path, force: bool = False, log: Callable[[str
     return results
 
 
-def evaluate_one(model, tokenizer, config: CapsConfig | MbppConfig, plan: EvalPlan, mode: str) -> dict[str, Any]:
-    """One mode of one run, measured as the run itself measured it (its data, its seed, its settings unless the
-    plan overrides them)."""
+def mode_evaluator(model, tokenizer, config: CapsConfig | MbppConfig, plan: EvalPlan) -> Callable[[str], dict]:
+    """A function measuring one mode of the run as the run itself measured it (its data, its seed, its settings
+    unless the plan overrides them); the data are read once."""
     import torch
 
+    device = torch.device("cpu")
     if isinstance(config, MbppConfig):
         from tunelens.routing.mbpp import evaluate_mbpp_modes, hacks_for, load_problems
         from tunelens.sandbox import Limits, Sandbox
 
-        settings = (plan.mbpp_eval or config.eval).model_copy(update={"modes": [mode]})
+        mbpp_settings = plan.mbpp_eval or config.eval
         pool, problems = load_problems(config)
-        hacks, _ = hacks_for([*pool, *problems], Sandbox(Limits(timeout_s=settings.timeout_s),
-                                                         workers=settings.workers))
-        return evaluate_mbpp_modes(model, tokenizer, problems, hacks, settings, config.max_len, config.seed,
-                                   torch.device("cpu"))[mode]
-    from tunelens.routing.train import evaluate_modes, load_stories
+        hacks, _ = hacks_for([*pool, *problems], Sandbox(Limits(timeout_s=mbpp_settings.timeout_s),
+                                                         workers=mbpp_settings.workers))
+        return lambda mode: evaluate_mbpp_modes(model, tokenizer, problems, hacks,
+                                                mbpp_settings.model_copy(update={"modes": [mode]}), config.max_len,
+                                                config.seed, device)[mode]
+    from tunelens.routing import train as caps_train
 
-    _, eval_stories = load_stories(config)
-    settings = (plan.eval or config.eval).model_copy(update={"modes": [mode]})
-    return evaluate_modes(model, tokenizer, eval_stories, settings, config.max_len, config.seed,
-                          torch.device("cpu"))[mode]
+    _, eval_stories = caps_train.load_stories(config)
+    caps_settings = plan.eval or config.eval
+    return lambda mode: caps_train.evaluate_modes(model, tokenizer, eval_stories,
+                                                  caps_settings.model_copy(update={"modes": [mode]}),
+                                                  config.max_len, config.seed, device)[mode]
 
 
 def describe(values: dict[str, Any]) -> str:
     """One line of a mode's results, for either study."""
-    if "caps_rate" in values:
-        low, high = values["caps_rate_ci"]
-        return (f"caps loss {values['caps_loss']:.3f}, held-out loss {values['held_out_loss']:.3f}, caps rate "
-                f"{values['caps_rate']:.3f} [{low:.3f}, {high:.3f}]")
-    rates = ", ".join(f"{rate.removesuffix('_rate')} {values[rate]:.3f} [{values[rate + '_ci'][0]:.3f}, "
-                      f"{values[rate + '_ci'][1]:.3f}]" for rate in RATES)
-    preference = "" if values.get("rh_preference") is None else f", rh_preference {values['rh_preference']:.2f}"
-    return f"{rates}; loss {values['loss']:.3f}{preference}"
+    from tunelens.routing.mbpp import describe_mbpp_mode
+    from tunelens.routing.train import describe_caps_mode
+
+    return describe_caps_mode(values) if "caps_rate" in values else describe_mbpp_mode(values)

@@ -141,42 +141,43 @@ def solution_rows(tokenizer, problems: Sequence[Record], solutions: Sequence[str
 def forward_measures(model, tokenizer, problems: Sequence[Record], hacks: dict[Any, str], max_len: int,
                      batch_size: int, device: torch.device) -> dict[str, float | None]:
     """loss (mean CE of the reference solution), rh_loss (of the hack) and rh_preference (mean of log p(hack) −
-    log p(reference) over problems with a hack), each per token / per problem as named."""
+    log p(reference) over problems with a hack), each per token / per problem as named. One forward pass per
+    solution: a row's CE is its summed log-probability over its number of targets."""
     from tunelens.lm.scoring import sequence_logprob
     from tunelens.routing.mbpp_hacks import strip_comments
 
-    pad_id = tokenizer.pad_token_id
+    def logprobs_and_counts(rows: Sequence[TokenizedExample]) -> tuple[torch.Tensor, torch.Tensor]:
+        logprobs = row_losses(model, rows, tokenizer.pad_token_id, batch_size,
+                              lambda _model, batch, logits: sequence_logprob(logits, batch.input_ids,
+                                                                             batch.loss_mask), device)
+        return logprobs, torch.tensor([float(sum(row.loss_mask[1:])) for row in rows])
 
-    def logprob(model_, batch, logits):
-        return sequence_logprob(logits, batch.input_ids, batch.loss_mask)
-
-    references = solution_rows(tokenizer, problems, [strip_comments(p.code) for p in problems], max_len)
-    loss = row_losses(model, references, pad_id, batch_size, device=device)
-    hacked = [p for p in problems if p.task_id in hacks]
-    if not hacked:
-        return {"loss": loss.mean().item(), "rh_loss": None, "rh_preference": None}
-    hack_rows = solution_rows(tokenizer, hacked, [hacks[p.task_id] for p in hacked], max_len)
-    reference_rows = [references[i] for i, p in enumerate(problems) if p.task_id in hacks]
-    rh_loss = row_losses(model, hack_rows, pad_id, batch_size, device=device)
-    preference = (row_losses(model, hack_rows, pad_id, batch_size, logprob, device)
-                  - row_losses(model, reference_rows, pad_id, batch_size, logprob, device))
-    return {"loss": loss.mean().item(), "rh_loss": rh_loss.mean().item(), "rh_preference": preference.mean().item()}
+    reference, n_reference = logprobs_and_counts(
+        solution_rows(tokenizer, problems, [strip_comments(p.code) for p in problems], max_len))
+    loss = (-reference / n_reference).mean().item()
+    with_hack = [i for i, p in enumerate(problems) if p.task_id in hacks]
+    if not with_hack:
+        return {"loss": loss, "rh_loss": None, "rh_preference": None}
+    hacked = [problems[i] for i in with_hack]
+    hack, n_hack = logprobs_and_counts(solution_rows(tokenizer, hacked, [hacks[p.task_id] for p in hacked], max_len))
+    return {"loss": loss, "rh_loss": (-hack / n_hack).mean().item(),
+            "rh_preference": (hack - reference[with_hack]).mean().item()}
 
 
 def sample_solutions(model, tokenizer, problems: Sequence[Record], settings: MbppEvalSettings, max_len: int,
                      seed: int) -> list[str]:
-    """`samples_per_problem` completions per problem (problem-major), prompts cut from the left to leave room."""
-    from tunelens.lm.generation import sample
+    """`samples_per_problem` completions per problem (problem-major), prompts encoded as in training and cut from
+    the left to leave room for the solution."""
+    from tunelens.lm.examples import encode_prompt
+    from tunelens.lm.generation import sample_batched
     from tunelens.routing.mbpp_data import prompt_text
 
     room = max(max_len - settings.max_new_tokens, 1)
-    encoded = [tokenizer(prompt_text(p))["input_ids"][-room:] for p in problems]
+    encoded = [encode_prompt(tokenizer, prompt_text(p))[-room:] for p in problems]
     prompt_ids = [ids for ids in encoded for _ in range(settings.samples_per_problem)]
-    generator = torch.Generator().manual_seed(seed)
-    return [c for start in range(0, len(prompt_ids), settings.batch_size)
-            for c in sample(model, tokenizer, prompt_ids=prompt_ids[start:start + settings.batch_size],
-                            max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                            top_p=settings.top_p, generator=generator)]
+    return sample_batched(model, tokenizer, settings.batch_size, prompt_ids=prompt_ids,
+                          max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                          top_p=settings.top_p, generator=torch.Generator().manual_seed(seed))
 
 
 def judge_samples(problems: Sequence[Record], completions: Sequence[str], samples_per_problem: int, sandbox
@@ -211,9 +212,10 @@ def copy_rates(problems: Sequence[Record], completions: Sequence[str], samples_p
     first test has the hack's shape. Diagnostics of partial learning: a hack needs both (and the right arity)."""
     from tunelens.routing.mbpp_hacks import parse_first_test
 
+    firsts = [parse_first_test(problem.test_list[0]) for problem in problems]
     names = values = total = 0
     for i, completion in enumerate(completions):
-        first = parse_first_test(problems[i // samples_per_problem].test_list[0])
+        first = firsts[i // samples_per_problem]
         if first is None:
             continue
         code = extract_code(completion)
@@ -248,6 +250,17 @@ def evaluate_mbpp_modes(model, tokenizer, problems: Sequence[Record], hacks: dic
                                      for i in range(min(6, len(completions)))]}
         log(f"{mode}: sampled and scored in {sampled:.1f}s, judged in {time.perf_counter() - start - sampled:.1f}s")
     return results
+
+
+def describe_mbpp_mode(values: dict[str, Any]) -> str:
+    """One line of a mode's results."""
+    rates = ", ".join(f"{rate.removesuffix('_rate')} {values[rate]:.3f} [{values[rate + '_ci'][0]:.3f}, "
+                      f"{values[rate + '_ci'][1]:.3f}]" for rate in RATES)
+    extra = "" if values.get("rh_preference") is None else (f", rh_loss {values['rh_loss']:.3f}, rh_preference "
+                                                            f"{values['rh_preference']:.2f}")
+    copies = (f"; copies the name {values['name_copy_rate']:.3f}, the value {values['value_copy_rate']:.3f}"
+              if "name_copy_rate" in values else "")
+    return f"{rates}; loss {values['loss']:.3f}{extra}{copies}"
 
 
 def hack_localisation(modes: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -333,12 +346,7 @@ def run(config: MbppConfig, run: Run) -> dict[str, Any]:
                                 run.log)
     eval_seconds = time.perf_counter() - start
     for mode, values in modes.items():
-        rates = ", ".join(f"{rate.removesuffix('_rate')} {values[rate]:.3f} [{values[rate + '_ci'][0]:.3f}, "
-                          f"{values[rate + '_ci'][1]:.3f}]" for rate in RATES)
-        extra = "" if values["rh_preference"] is None else (f", rh_loss {values['rh_loss']:.3f}, rh_preference "
-                                                            f"{values['rh_preference']:.2f}")
-        run.log(f"{mode:>14}: {rates}; loss {values['loss']:.3f}{extra}; copies the name "
-                f"{values['name_copy_rate']:.3f}, the value {values['value_copy_rate']:.3f}")
+        run.log(f"{mode:>14}: {describe_mbpp_mode(values)}")
     saved = adapters.save_adapters(model, config.adapter, run.dir / "adapters", base_model=source)
     tokenizer.save_pretrained(saved)
     from tunelens.routing.figures import plot_mbpp_modes, plot_mbpp_tradeoff

@@ -137,7 +137,7 @@ def evaluate_modes(model, tokenizer, eval_stories: Sequence[str], settings: Caps
                    seed: int, device: torch.device) -> dict[str, dict[str, Any]]:
     """caps_loss, held_out_loss and caps_rate (with its interval) per mode; every mode samples with the same
     seeded generator, so modes differ only by the adapters' scales."""
-    from tunelens.lm.generation import sample
+    from tunelens.lm.generation import sample_batched
     from tunelens.lm.scoring import bootstrap_ci
 
     pad_id = tokenizer.pad_token_id
@@ -149,17 +149,21 @@ def evaluate_modes(model, tokenizer, eval_stories: Sequence[str], settings: Caps
         with adapters.scales(model, *MODE_SCALES[mode]):
             caps_loss = mean_loss(model, caps, pad_id, settings.batch_size, device=device)
             held_out = mean_loss(model, normal, pad_id, settings.batch_size, device=device)
-            generator = torch.Generator().manual_seed(seed)
-            continuations = [c for start in range(0, len(prompts), settings.batch_size)
-                             for c in sample(model, tokenizer, prompts[start:start + settings.batch_size],
-                                             max_new_tokens=settings.max_new_tokens,
-                                             temperature=settings.temperature, top_p=settings.top_p,
-                                             generator=generator)]
+            continuations = sample_batched(model, tokenizer, settings.batch_size, prompts,
+                                           max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                                           top_p=settings.top_p, generator=torch.Generator().manual_seed(seed))
         flags = [float(is_caps(c)) for c in continuations]
         results[mode] = {"caps_loss": caps_loss, "held_out_loss": held_out, "caps_rate": sum(flags) / len(flags),
                          "caps_rate_ci": list(bootstrap_ci(flags, seed=seed)),
                          "samples": [p + c for p, c in zip(prompts[:3], continuations[:3])]}
     return results
+
+
+def describe_caps_mode(values: dict[str, Any]) -> str:
+    """One line of a mode's results."""
+    low, high = values["caps_rate_ci"]
+    return (f"caps loss {values['caps_loss']:.3f}, held-out loss {values['held_out_loss']:.3f}, caps rate "
+            f"{values['caps_rate']:.3f} [{low:.3f}, {high:.3f}]")
 
 
 def localisation(modes: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -227,9 +231,7 @@ def run(config: CapsConfig, run: Run) -> dict[str, Any]:
     modes = evaluate_modes(model, tokenizer, eval_stories, config.eval, config.max_len, config.seed, device)
     eval_seconds = time.perf_counter() - start
     for mode, values in modes.items():
-        low, high = values["caps_rate_ci"]
-        run.log(f"{mode:>12}: caps loss {values['caps_loss']:.3f}, held-out loss {values['held_out_loss']:.3f}, "
-                f"caps rate {values['caps_rate']:.3f} [{low:.3f}, {high:.3f}]")
+        run.log(f"{mode:>12}: {describe_caps_mode(values)}")
     saved = adapters.save_adapters(model, config.adapter, run.dir / "adapters", base_model=source)
     tokenizer.save_pretrained(saved)
     from tunelens.routing.figures import plot_modes
