@@ -134,21 +134,34 @@ def test_subcomponent_matrices_sum_to_component_weight():
         assert torch.allclose(comps.subcomponent_matrices().sum(0), comps.weight(), atol=1e-5)
 
 
-def test_scalar_mlp_ci_is_one_small_mlp_per_subcomponent():
+@pytest.mark.parametrize("hidden", [[5, 3], [5], []])
+@pytest.mark.parametrize("example_major", [True, False])
+def test_scalar_mlp_ci_is_one_small_mlp_per_subcomponent(hidden, example_major, monkeypatch):
     from tunelens.spd.ci import ScalarMlpCi
 
+    monkeypatch.setattr(ScalarMlpCi, "EXAMPLE_MAJOR_MAX_C", 4 if example_major else 3)  # both layouts, C = 4
     torch.manual_seed(0)
-    ci = ScalarMlpCi(C=4, d_in=7, hidden=[5, 3])
-    inner = torch.randn(2, 6, 4)
+    ci = ScalarMlpCi(C=4, d_in=7, hidden=hidden)
+    for layer in ci.layers:
+        torch.nn.init.normal_(layer.bias)  # non-zero biases, so each is checked too
+    inner = torch.randn(2, 6, 4, requires_grad=True)
     out = ci(inner)
     assert out.shape == (2, 6, 4)
-    for c in range(4):  # subcomponent c: its own 1 -> 5 -> 3 -> 1 MLP (GELU between) on its scalar alone
+    expected = []
+    for c in range(4):  # subcomponent c: its own 1 -> hidden... -> 1 MLP (GELU between) on its scalar alone
         h = inner[..., c:c + 1]
         for i, layer in enumerate(ci.layers):
             h = h @ layer.weight[c] + layer.bias[c]
             if i < len(ci.layers) - 1:
                 h = torch.nn.functional.gelu(h)
-        assert torch.allclose(out[..., c], h.squeeze(-1), atol=1e-6)
+        expected.append(h.squeeze(-1))
+    expected = torch.stack(expected, -1)
+    assert torch.allclose(out, expected, atol=1e-6)
+    params = [inner, *ci.parameters()]
+    grads = torch.autograd.grad(out.pow(3).sum(), params)
+    expected_grads = torch.autograd.grad(expected.pow(3).sum(), params)
+    for got, want in zip(grads, expected_grads):
+        assert torch.allclose(got, want, atol=1e-5)
 
 
 class TiedPair(nn.Module):
