@@ -82,6 +82,13 @@ def annealed_p(progress: float, p_start: float, p_end: float | None, start_frac:
     return p_start + (p_end - p_start) * (progress - start_frac) / (end_frac - start_frac)
 
 
+def warmup_scale(progress: float, warmup_frac: float) -> float:
+    """Linear warm-up of a coefficient: progress / warmup_frac until warmup_frac of training, then 1."""
+    if warmup_frac <= 0 or progress >= warmup_frac:
+        return 1.0
+    return progress / warmup_frac
+
+
 # ------------------------------------------------------------------------------------------------- masks
 
 
@@ -229,6 +236,9 @@ def loss_terms(model: ComponentModel, inputs: StepInputs, config: SpdConfig, out
     return terms
 
 
-def total_loss(terms: dict[str, Tensor], coeffs: LossCoeffs) -> Tensor:
+def total_loss(terms: dict[str, Tensor], coeffs: LossCoeffs, scales: Mapping[str, float] | None = None) -> Tensor:
+    """Σ coefficient × term, each coefficient times its scale where `scales` gives one (a warm-up)."""
     weights = coeffs.model_dump()
-    return sum(weights[name] * value for name, value in terms.items())  # type: ignore[return-value]
+    scales = scales or {}
+    return sum(weights[name] * scales.get(name, 1.0) * value  # type: ignore[return-value]
+               for name, value in terms.items())

@@ -19,7 +19,15 @@ from tunelens.schedules import lr_scheduler
 from tunelens.spd.component_model import ComponentModel
 from tunelens.spd.configs import SpdConfig
 from tunelens.spd.evaluate import evaluate, one_hot_importances
-from tunelens.spd.losses import OUTPUT_LOSSES, OutputLoss, faithfulness_loss, loss_terms, prepare, total_loss
+from tunelens.spd.losses import (
+    OUTPUT_LOSSES,
+    OutputLoss,
+    faithfulness_loss,
+    loss_terms,
+    prepare,
+    total_loss,
+    warmup_scale,
+)
 from tunelens.spd.targets import Target, ToyTarget, build_target
 
 
@@ -54,7 +62,8 @@ def optimizer_step(model: ComponentModel, target: Target, config: SpdConfig, opt
     gradient norm before clipping or None)."""
     inputs = prepare(model, target.sample_batch(config.optim.batch_size))
     terms = loss_terms(model, inputs, config, output_loss, progress)
-    loss = total_loss(terms, config.loss)
+    scale = warmup_scale(progress, config.importance_minimality.coeff_warmup_frac)
+    loss = total_loss(terms, config.loss, {"importance_minimality": scale})
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = None
