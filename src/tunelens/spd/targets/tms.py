@@ -33,8 +33,6 @@ class TmsTargetConfig(BaseModel):
     train_seed: NonNegativeInt = Field(0, description="Seed of the first training attempt.")
     min_feature_norm: float = Field(0.5, ge=0, description="A feature counts as represented above this norm.")
     max_attempts: PositiveInt = Field(10, description="Training attempts (new seed each) before giving up.")
-    parallel_attempts: PositiveInt = Field(4, description="Attempts trained at once, as one batched model; the "
-                                           "first in seed order that represents every feature is the target.")
 
     def module_names(self) -> list[str]:
         return ["linear1", *[f"hidden_layers.{i}" for i in range(self.n_hidden_layers)], "linear2"]
@@ -73,60 +71,38 @@ def sparse_features(batch_size: int, n_features: int, prob: float, low: float, g
     return values * on
 
 
-def train_tms_weights(config: TmsTargetConfig, seeds: list[int]) -> tuple[Tensor, Tensor, Tensor]:
-    """Tied-weight training of ReLU(Wᵀ W x + b) on reconstruction, one model per seed, all trained at once as
-    one batched model (each from its own seed's initialisation, on its own slice of one data stream drawn from
-    the first seed): W (K, n_hidden, n_features), b (K, n_features) and each model's final loss (K,)."""
-    K, f, h = len(seeds), config.n_features, config.n_hidden
-    Ws, bs = [], []
-    for seed in seeds:
-        generator = torch.Generator().manual_seed(seed)
-        W = torch.empty(h, f)
-        nn.init.kaiming_uniform_(W, a=math.sqrt(5), generator=generator)
-        Ws.append(W)
-        bs.append(torch.zeros(f) if config.init_bias_to_zero
-                  else (torch.rand(f, generator=generator) - 0.5) / math.sqrt(h))
-    W = nn.Parameter(torch.stack(Ws))
-    b = nn.Parameter(torch.stack(bs))
-    data = torch.Generator().manual_seed(seeds[0])
+def train_tms_weights(config: TmsTargetConfig, seed: int) -> tuple[Tensor, Tensor, float]:
+    """Tied-weight training of ReLU(Wᵀ W x + b) on reconstruction; returns W, b and the final loss."""
+    generator = torch.Generator().manual_seed(seed)
+    W = nn.Parameter(torch.empty(config.n_hidden, config.n_features))
+    nn.init.kaiming_uniform_(W, a=math.sqrt(5), generator=generator)
+    b = nn.Parameter(torch.zeros(config.n_features) if config.init_bias_to_zero
+                     else (torch.rand(config.n_features, generator=generator) - 0.5) / math.sqrt(config.n_hidden))
     optimizer = torch.optim.AdamW([W, b], lr=config.train_lr, weight_decay=0.01)
-    losses = torch.full((K,), float("nan"))
+    loss = torch.tensor(float("nan"))
     for _ in range(config.train_steps):
-        x = sparse_features(K * config.train_batch_size, f, config.feature_prob, 0.0, data).view(K, -1, f)
-        hidden = torch.bmm(x, W.transpose(1, 2))
-        out = torch.relu(torch.bmm(hidden, W) + b.unsqueeze(1))
-        losses = (out - x).pow(2).mean(dim=(1, 2))
+        x = sparse_features(config.train_batch_size, config.n_features, config.feature_prob, 0.0, generator)
+        loss = (torch.relu(x @ W.T @ W + b) - x).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()  # a sum of independent losses: each model gets the gradient it would get alone
+        loss.backward()
         optimizer.step()
-    return W.detach(), b.detach(), losses.detach()
+    return W.detach(), b.detach(), loss.item()
 
 
 def train_represented(config: TmsTargetConfig, log: Log) -> tuple[dict[str, Tensor], dict]:
-    """Train attempts (seeds train_seed, train_seed + 1, ...) `parallel_attempts` at a time until one represents
-    every feature; the first such in seed order is the target."""
-    tried = 0
-    while tried < config.max_attempts:
-        seeds = [config.train_seed + tried + i for i in range(min(config.parallel_attempts,
-                                                                   config.max_attempts - tried))]
-        Ws, bs, losses = train_tms_weights(config, seeds)
-        chosen = None
-        for i, seed in enumerate(seeds):
-            n_represented = int((Ws[i].norm(dim=0) >= config.min_feature_norm).sum())
-            log(f"target attempt {tried + i + 1} (seed {seed}): loss {losses[i].item():.3e}, "
-                f"{n_represented}/{config.n_features} features represented")
-            if n_represented == config.n_features:
-                chosen = i
-                break
-        tried += len(seeds)
-        if chosen is not None:
+    for attempt in range(config.max_attempts):
+        seed = config.train_seed + attempt
+        W, b, loss = train_tms_weights(config, seed)
+        norms = W.norm(dim=0)
+        n_represented = int((norms >= config.min_feature_norm).sum())
+        log(f"target attempt {attempt + 1} (seed {seed}): loss {loss:.3e}, "
+            f"{n_represented}/{config.n_features} features represented")
+        if n_represented == config.n_features:
             break
     else:
         log(f"warning: no attempt represented all {config.n_features} features; using the last one")
-        chosen = len(seeds) - 1
-    W, b, seed = Ws[chosen], bs[chosen], seeds[chosen]
-    info = {"target_loss": losses[chosen].item(), "target_seed": seed, "target_attempts": seed - config.train_seed + 1,
-            "target_features_represented": int((W.norm(dim=0) >= config.min_feature_norm).sum())}
+    info = {"target_loss": loss, "target_seed": seed, "target_attempts": attempt + 1,
+            "target_features_represented": n_represented}
     model = TmsModel(config.n_features, config.n_hidden, config.n_hidden_layers).load_tied(W, b)
     return dict(model.state_dict()), info
 
