@@ -9,7 +9,6 @@ from tunelens.spd.losses import (
     mse_output_loss,
     stochastic_mask,
     total_loss,
-    warmup_scale,
 )
 from tunelens.spd.sigmoids import hard, importance_pair, lower_leaky_hard, upper_leaky_hard
 
@@ -32,13 +31,6 @@ def test_importance_minimality_eps_keeps_small_p_finite_gradient():
     g = {"a": torch.zeros(2, 3, requires_grad=True)}
     importance_minimality_loss(g, p=0.5, eps=1e-12).backward()
     assert torch.isfinite(g["a"].grad).all()
-
-
-def test_warmup_scale_rises_linearly_then_holds():
-    assert warmup_scale(0.0, 0.2) == 0.0
-    assert warmup_scale(0.05, 0.2) == pytest.approx(0.25)
-    assert warmup_scale(0.2, 0.2) == 1.0 and warmup_scale(0.7, 0.2) == 1.0
-    assert warmup_scale(0.0, 0.0) == 1.0  # no warm-up
 
 
 def test_total_loss_weights_each_term_by_coefficient_and_scale():

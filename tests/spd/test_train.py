@@ -14,7 +14,7 @@ from tunelens.spd.losses import OUTPUT_LOSSES, loss_terms, prepare, subset_routi
 from tunelens.spd.reload import load_decomposition
 from tunelens.spd.targets import CiPattern, build_target, tms
 from tunelens.spd.targets.tms import TmsTargetConfig
-from tunelens.spd.train import build_component_model, optimize
+from tunelens.spd.train import build_component_model, make_optimizer, optimize, optimizer_step
 
 MICRO_TARGET = TmsTargetConfig(train_steps=300, train_batch_size=256)
 
@@ -89,6 +89,22 @@ def test_learning_rate_follows_the_configured_schedule():
     expected = [schedule_value(config.optim.lr_schedule, 2e-3, step, 10) for step in range(10)]
     assert lrs == pytest.approx(expected, rel=1e-12)
     assert lrs[:2] == pytest.approx([1e-3, 2e-3]) and lrs[-1] == pytest.approx(2e-4)  # 2 warm-up steps; 10 % at the end
+
+
+@pytest.mark.parametrize(("progress", "scale"), [(0.0, 1 / 5), (0.3, 4 / 5), (0.6, 1.0)])
+def test_importance_coefficient_follows_its_schedule(progress, scale):
+    config = micro_config(optim={"steps": 10, "batch_size": 64},
+                          importance_minimality={"coeff_schedule": {"warmup_frac": 0.5}})  # 5 warm-up steps
+    seed_everything(0)
+    target = build_target(config.target, torch.device("cpu"), lambda m: None)
+    model = build_component_model(config, target)
+    loss, terms, _ = optimizer_step(model, target, config, make_optimizer(model, config), OUTPUT_LOSSES["mse"],
+                                    progress)
+    weights = config.loss.model_dump()
+    expected = sum(weights[name] * value.item() * (scale if name == "importance_minimality" else 1.0)
+                   for name, value in terms.items())
+    assert terms["importance_minimality"].item() > 0
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_target_is_cached_by_config(monkeypatch):

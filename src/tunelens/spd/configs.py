@@ -47,8 +47,9 @@ class ImportanceMinimality(_Section):
     p_anneal_start_frac: float = Field(0.0, ge=0, le=1, description="Training fraction where annealing starts.")
     p_anneal_end_frac: float = Field(1.0, ge=0, le=1, description="Training fraction where annealing ends.")
     eps: NonNegativeFloat = Field(1e-12, description="Added to g before the power (keeps p < 1 finite).")
-    coeff_warmup_frac: float = Field(0.0, ge=0, le=1, description="Training fraction over which the penalty's "
-                                     "coefficient rises linearly from 0 to loss.importance_minimality; 0 = none.")
+    coeff_schedule: Schedule = Field(default_factory=Schedule, description="Shape of the penalty's coefficient "
+                                     "over training, peaking at loss.importance_minimality (e.g. {warmup_frac: 0.2}: "
+                                     "a linear warm-up from 0); default constant.")
 
     @model_validator(mode="after")
     def _ordered(self) -> ImportanceMinimality:

@@ -82,13 +82,6 @@ def annealed_p(progress: float, p_start: float, p_end: float | None, start_frac:
     return p_start + (p_end - p_start) * (progress - start_frac) / (end_frac - start_frac)
 
 
-def warmup_scale(progress: float, warmup_frac: float) -> float:
-    """Linear warm-up of a coefficient: progress / warmup_frac until warmup_frac of training, then 1."""
-    if warmup_frac <= 0 or progress >= warmup_frac:
-        return 1.0
-    return progress / warmup_frac
-
-
 # ------------------------------------------------------------------------------------------------- masks
 
 

@@ -15,19 +15,11 @@ import torch
 from torch import Tensor
 
 from tunelens.runs import Run, resolve_device
-from tunelens.schedules import lr_scheduler
+from tunelens.schedules import lr_scheduler, schedule_value
 from tunelens.spd.component_model import ComponentModel
 from tunelens.spd.configs import SpdConfig
 from tunelens.spd.evaluate import evaluate, one_hot_importances
-from tunelens.spd.losses import (
-    OUTPUT_LOSSES,
-    OutputLoss,
-    faithfulness_loss,
-    loss_terms,
-    prepare,
-    total_loss,
-    warmup_scale,
-)
+from tunelens.spd.losses import OUTPUT_LOSSES, OutputLoss, faithfulness_loss, loss_terms, prepare, total_loss
 from tunelens.spd.targets import Target, ToyTarget, build_target
 
 
@@ -62,7 +54,8 @@ def optimizer_step(model: ComponentModel, target: Target, config: SpdConfig, opt
     gradient norm before clipping or None)."""
     inputs = prepare(model, target.sample_batch(config.optim.batch_size))
     terms = loss_terms(model, inputs, config, output_loss, progress)
-    scale = warmup_scale(progress, config.importance_minimality.coeff_warmup_frac)
+    n_steps = config.optim.steps
+    scale = schedule_value(config.importance_minimality.coeff_schedule, 1.0, round(progress * n_steps), n_steps)
     loss = total_loss(terms, config.loss, {"importance_minimality": scale})
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
