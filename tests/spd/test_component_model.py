@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from tunelens.spd.component_model import ComponentModel, LayerMask
+from tunelens.spd.component_model import ComponentModel, LayerMask, distinct_rows
 from tunelens.spd.losses import faithfulness_loss
+from tunelens.spd.sigmoids import importance_pair
 from tunelens.spd.targets import call_module, freeze
 
 
@@ -205,3 +206,48 @@ def test_tying_checks_shapes_and_counts():
     with pytest.raises(ValueError, match="same number"):
         ComponentModel(freeze(TiedPair()), call_module, {"linear1": 3, "linear2": 4}, "mlp", [4],
                        tied={"linear2": "linear1"})
+
+
+@pytest.mark.parametrize("ci_fn_type", ["mlp", "vector_mlp"])
+def test_importances_once_per_distinct_input_match_every_row(ci_fn_type):
+    """Zero rows (and repeated tokens) are evaluated once and gathered back: same importances, same gradients."""
+    model, _ = make_model(ci_fn_type)
+    ids = torch.tensor([[3, 3, 0, 5], [5, 3, 1, 1]])  # repeated tokens
+    _, layer_inputs = model.forward_target(ids)
+    layer_inputs["fc1"] = layer_inputs["fc1"].clone()
+    layer_inputs["fc1"][0, :3] = 0  # three all-zero rows
+    layer_inputs["fc1"][1, 2] = 0
+    layer_inputs["fc2"] = layer_inputs["fc2"].clone()
+    layer_inputs["fc2"][1] = 0
+
+    def every_row(name):
+        comps, ci_fn = model.component(name), model.ci_fns[name]
+        inner = comps.inner_acts(layer_inputs[name])
+        lower, upper = importance_pair(ci_fn(inner if ci_fn.uses_inner_acts else layer_inputs[name]),
+                                       model.sigmoid_type)
+        return lower, upper
+
+    weights = {n: torch.randn(*layer_inputs[n].shape[:2], model.component(n).C) for n in model.names}
+    got = model.importances(layer_inputs)
+    loss = sum(((got.lower[n] + got.upper[n] ** 2) * weights[n]).sum() for n in model.names)
+    params = [*model.ci_fns.parameters()] + ([model.component("fc1").V] if ci_fn_type == "mlp" else [])
+    grads = torch.autograd.grad(loss, params)
+    total = 0.0
+    for n in model.names:
+        lower, upper = every_row(n)
+        assert got.lower[n].shape == lower.shape
+        assert torch.allclose(got.lower[n], lower, atol=1e-6) and torch.allclose(got.upper[n], upper, atol=1e-6)
+        total = total + ((lower + upper ** 2) * weights[n]).sum()
+    expected = torch.autograd.grad(total, params)
+    for g, e in zip(grads, expected):
+        assert torch.allclose(g, e, atol=1e-5)
+
+
+def test_distinct_rows_keeps_one_zero_row_and_maps_every_row_to_it():
+    x = torch.tensor([[0.0, 0.0], [1.0, 2.0], [0.0, 0.0], [0.0, 3.0], [0.0, 0.0]])
+    rows, index = distinct_rows(x)
+    assert torch.equal(rows, torch.tensor([[1.0, 2.0], [0.0, 3.0], [0.0, 0.0]]))
+    assert index.tolist() == [2, 0, 2, 1, 2]
+    assert torch.equal(rows[index], x)
+    same, none = distinct_rows(torch.tensor([[0.0, 0.0], [1.0, 2.0]]))  # nothing to drop: the input itself
+    assert none is None and same.shape == (2, 2)

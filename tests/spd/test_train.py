@@ -226,3 +226,16 @@ def test_run_from_before_tying_reloads_untied(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     mmcs, _ = ground_truth_match(model, target)["linear2"]
     assert mmcs == pytest.approx(summary["layers"]["linear2"]["mmcs"], abs=1e-6)
+
+
+def test_target_attempt_is_abandoned_early_only_when_a_column_is_still_too_weak():
+    base = MICRO_TARGET.model_copy(update={"train_steps": 40})
+    W_full, b_full, _ = tms.train_tms_weights(base, 3)
+    kept = base.model_copy(update={"abandon_at_frac": 0.25, "abandon_below_norm": 0.0})  # never below 0: goes on
+    W_kept, b_kept, _ = tms.train_tms_weights(kept, 3)
+    assert torch.equal(W_kept, W_full) and torch.equal(b_kept, b_full)
+    dropped = base.model_copy(update={"abandon_at_frac": 0.25, "abandon_below_norm": 1e3})  # always too weak
+    W_dropped, _, _ = tms.train_tms_weights(dropped, 3)
+    W_ten, _, _ = tms.train_tms_weights(base.model_copy(update={"train_steps": 10}), 3)
+    assert torch.equal(W_dropped, W_ten)  # stopped after 10 of 40 steps
+    assert not torch.equal(W_dropped, W_full)

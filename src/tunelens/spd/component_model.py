@@ -43,6 +43,34 @@ class Importances:
     upper: dict[str, Tensor]
 
 
+def distinct_rows(x: Float[Tensor, "... d"]) -> tuple[Float[Tensor, "n d"], Tensor | None]:
+    """The rows of x with every all-zero row but one dropped, and for each original row its row in that set
+    (None when nothing was dropped). An importance function is a function of one row, so all-zero rows share one
+    value: on sparse toy inputs most rows are zero (TMS 5-2: 77 %, resid_mlp1: 37 %), and gathering that one value
+    back gives the same importances, and through the gather's backward the same gradients, at a fraction of the
+    cost."""
+    flat = x.reshape(-1, x.shape[-1])
+    nonzero = flat.ne(0).any(-1)
+    n_nonzero = int(nonzero.sum())
+    if n_nonzero >= len(flat) - 1:
+        return flat, None
+    index = torch.where(nonzero, nonzero.cumsum(0) - 1, n_nonzero)
+    # index_select, not boolean or advanced indexing: its backward is an index_add, several times faster on a CPU
+    # than the accumulating index_put that indexing's backward runs.
+    kept = flat.index_select(0, nonzero.nonzero().squeeze(1))
+    return torch.cat([kept, flat.new_zeros(1, flat.shape[-1])]), index
+
+
+def distinct_tokens(V: Float[Tensor, "vocab C"], token_ids: Tensor) -> tuple[Float[Tensor, "n C"], Tensor]:
+    """An embedding's inner activations are rows of V: once per distinct token, and each position's row."""
+    tokens, index = torch.unique(token_ids.reshape(-1), return_inverse=True)
+    return V.index_select(0, tokens), index
+
+
+def expand_rows(values: Float[Tensor, "n C"], index: Tensor | None, shape: torch.Size) -> Float[Tensor, "... C"]:
+    return (values if index is None else values.index_select(0, index)).reshape(shape)
+
+
 def module_key(name: str) -> str:
     return name.replace(".", "-")
 
@@ -143,12 +171,19 @@ class ComponentModel(nn.Module):
             return self.forward_fn(self.target, x)
 
     def importances(self, layer_inputs: dict[str, Tensor]) -> Importances:
+        """Each importance function runs once per distinct input, not once per example (see `distinct_rows`)."""
         inner, lower, upper = {}, {}, {}
         for name in self.names:
-            inner[name] = self.component(name).inner_acts(layer_inputs[name])
+            comps = self.component(name)
+            inner[name] = comps.inner_acts(layer_inputs[name])
             ci_fn = self.ci_fns[module_key(name)]
-            raw = ci_fn(inner[name] if ci_fn.uses_inner_acts else layer_inputs[name])
-            lower[name], upper[name] = importance_pair(raw, self.sigmoid_type)
+            if isinstance(comps, EmbeddingComponents):  # the input is a token id: one row of V per distinct token
+                ci_in, index = distinct_tokens(comps.V, layer_inputs[name])
+            else:
+                ci_in, index = distinct_rows(inner[name] if ci_fn.uses_inner_acts else layer_inputs[name])
+            low, up = importance_pair(ci_fn(ci_in), self.sigmoid_type)
+            shape = inner[name].shape
+            lower[name], upper[name] = expand_rows(low, index, shape), expand_rows(up, index, shape)
         return Importances(inner, lower, upper)
 
     def weight_deltas(self) -> dict[str, Tensor]:

@@ -33,6 +33,10 @@ class TmsTargetConfig(BaseModel):
     train_seed: NonNegativeInt = Field(0, description="Seed of the first training attempt.")
     min_feature_norm: float = Field(0.5, ge=0, description="A feature counts as represented above this norm.")
     max_attempts: PositiveInt = Field(10, description="Training attempts (new seed each) before giving up.")
+    abandon_at_frac: float | None = Field(None, gt=0, lt=1, description="At this fraction of train_steps, end an "
+                                          "attempt early if some feature's column norm is still below "
+                                          "abandon_below_norm (it will not be represented); null = never.")
+    abandon_below_norm: float = Field(0.1, ge=0, description="See abandon_at_frac.")
 
     def module_names(self) -> list[str]:
         return ["linear1", *[f"hidden_layers.{i}" for i in range(self.n_hidden_layers)], "linear2"]
@@ -72,7 +76,9 @@ def sparse_features(batch_size: int, n_features: int, prob: float, low: float, g
 
 
 def train_tms_weights(config: TmsTargetConfig, seed: int) -> tuple[Tensor, Tensor, float]:
-    """Tied-weight training of ReLU(Wᵀ W x + b) on reconstruction; returns W, b and the final loss."""
+    """Tied-weight training of ReLU(Wᵀ W x + b) on reconstruction; returns W, b and the final loss. With
+    `abandon_at_frac`, an attempt whose weakest column is still below `abandon_below_norm` at that point stops
+    there (its W then fails the caller's check); an attempt that goes on is the same as without the check."""
     generator = torch.Generator().manual_seed(seed)
     W = nn.Parameter(torch.empty(config.n_hidden, config.n_features))
     nn.init.kaiming_uniform_(W, a=math.sqrt(5), generator=generator)
@@ -80,7 +86,10 @@ def train_tms_weights(config: TmsTargetConfig, seed: int) -> tuple[Tensor, Tenso
                      else (torch.rand(config.n_features, generator=generator) - 0.5) / math.sqrt(config.n_hidden))
     optimizer = torch.optim.AdamW([W, b], lr=config.train_lr, weight_decay=0.01)
     loss = torch.tensor(float("nan"))
-    for _ in range(config.train_steps):
+    check = round(config.abandon_at_frac * config.train_steps) if config.abandon_at_frac is not None else -1
+    for step in range(config.train_steps):
+        if step == check and W.detach().norm(dim=0).min() < config.abandon_below_norm:
+            break
         x = sparse_features(config.train_batch_size, config.n_features, config.feature_prob, 0.0, generator)
         loss = (torch.relu(x @ W.T @ W + b) - x).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
