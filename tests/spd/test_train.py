@@ -239,3 +239,8 @@ def test_target_attempt_is_abandoned_early_only_when_a_column_is_still_too_weak(
     W_ten, _, _ = tms.train_tms_weights(base.model_copy(update={"train_steps": 10}), 3)
     assert torch.equal(W_dropped, W_ten)  # stopped after 10 of 40 steps
     assert not torch.equal(W_dropped, W_full)
+
+
+def test_abandon_norm_above_the_represented_norm_is_refused():
+    with pytest.raises(ValueError, match="abandon_below_norm"):
+        TmsTargetConfig(abandon_at_frac=0.2, abandon_below_norm=0.6, min_feature_norm=0.5)

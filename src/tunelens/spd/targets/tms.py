@@ -12,7 +12,7 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 from torch import Tensor, nn
 
 from tunelens.spd.targets import CiPattern, Log, ToyTarget, cached_training, call_module, freeze, register_target
@@ -36,7 +36,15 @@ class TmsTargetConfig(BaseModel):
     abandon_at_frac: float | None = Field(None, gt=0, lt=1, description="At this fraction of train_steps, end an "
                                           "attempt early if some feature's column norm is still below "
                                           "abandon_below_norm (it will not be represented); null = never.")
-    abandon_below_norm: float = Field(0.1, ge=0, description="See abandon_at_frac.")
+    abandon_below_norm: float = Field(0.1, ge=0, description="See abandon_at_frac; at most min_feature_norm.")
+
+    @model_validator(mode="after")
+    def _abandoned_attempts_fail(self) -> TmsTargetConfig:
+        # An attempt stopped early must fail the represented check; above min_feature_norm a half-trained W could pass.
+        if self.abandon_below_norm > self.min_feature_norm:
+            raise ValueError(f"abandon_below_norm ({self.abandon_below_norm}) must be at most min_feature_norm "
+                             f"({self.min_feature_norm})")
+        return self
 
     def module_names(self) -> list[str]:
         return ["linear1", *[f"hidden_layers.{i}" for i in range(self.n_hidden_layers)], "linear2"]
