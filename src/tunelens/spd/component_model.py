@@ -32,6 +32,19 @@ class LayerMask:
     delta_mask: Float[Tensor, "..."] | None = None
     routing: Tensor | None = None  # bool (...): True = components, False = target layer
     inner: Float[Tensor, "... C"] | None = None  # precomputed x V, valid when the layer sees the cached input
+    # with inner: the target layer's output on that input; the delta component is then computed from it (see
+    # `LinearComponents.masked_forward`) instead of from the full weight delta
+    target_out: Float[Tensor, "... d_out"] | None = None
+
+
+@dataclass
+class TargetPass:
+    """A target forward: the output and each decomposed layer's input and output, in the order the layers ran
+    (the first one's input is the same in every masked pass)."""
+
+    out: Tensor
+    inputs: dict[str, Tensor]
+    outputs: dict[str, Tensor]
 
 
 @dataclass
@@ -132,14 +145,18 @@ class ComponentModel(nn.Module):
                      ) -> Callable[[nn.Module, tuple, Tensor], Tensor]:
         """Replace the layer's output by its components' output under `layer`'s masks."""
         comps = self.component(name)
-        if layer.delta_mask is not None and weight_deltas is None:
+        cached = layer.inner is not None
+        from_output = cached and layer.target_out is not None
+        if layer.delta_mask is not None and weight_deltas is None and not from_output:
             raise ValueError(f"{name} has a delta mask but no weight deltas were given")
 
         def hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
             x = layer_input(name, args)
-            inner = layer.inner if layer.inner is not None else comps.inner_acts(x)
-            delta = weight_deltas[name] if layer.delta_mask is not None else None  # type: ignore[index]
-            out = comps.masked_forward(x, inner, layer.mask, layer.delta_mask, delta)
+            inner = layer.inner if cached else comps.inner_acts(x)
+            delta = (weight_deltas[name] if layer.delta_mask is not None and not from_output  # type: ignore[index]
+                     else None)
+            out = comps.masked_forward(x, inner, layer.mask, layer.delta_mask, delta,
+                                       layer.target_out if from_output else None)
             return out if layer.routing is None else torch.where(layer.routing.unsqueeze(-1), out, output)
 
         return hook
@@ -148,19 +165,27 @@ class ComponentModel(nn.Module):
         return self.components[module_key(name)]
 
     # ------------------------------------------------------------------------------------------- passes
-    def forward_target(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Target output and each decomposed layer's input (no gradients: the target is fixed)."""
-        layer_inputs: dict[str, Tensor] = {}
+    def run_target(self, x: Tensor) -> TargetPass:
+        """The target forward with each decomposed layer's input and output (no gradients: the target is
+        fixed)."""
+        inputs: dict[str, Tensor] = {}
+        outputs: dict[str, Tensor] = {}
 
         def record(name: str) -> Callable[[nn.Module, tuple, Tensor], None]:
             def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
-                layer_inputs[name] = layer_input(name, args)
+                inputs[name] = layer_input(name, args)
+                outputs[name] = output
 
             return hook
 
         with self._hooks({name: record(name) for name in self.names}), torch.no_grad():
             out = self.forward_fn(self.target, x)
-        return out, layer_inputs
+        return TargetPass(out, inputs, outputs)
+
+    def forward_target(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Target output and each decomposed layer's input."""
+        passed = self.run_target(x)
+        return passed.out, passed.inputs
 
     def forward_masked(self, x: Tensor, masks: dict[str, LayerMask],
                        weight_deltas: dict[str, Tensor] | None = None) -> Tensor:
@@ -175,14 +200,18 @@ class ComponentModel(nn.Module):
         inner, lower, upper = {}, {}, {}
         for name in self.names:
             comps = self.component(name)
-            inner[name] = comps.inner_acts(layer_inputs[name])
             ci_fn = self.ci_fns[module_key(name)]
+            x = layer_inputs[name]
             if isinstance(comps, EmbeddingComponents):  # the input is a token id: one row of V per distinct token
-                ci_in, index = distinct_tokens(comps.V, layer_inputs[name])
-            else:
-                ci_in, index = distinct_rows(inner[name] if ci_fn.uses_inner_acts else layer_inputs[name])
+                inner_rows, index = distinct_tokens(comps.V, x)
+                ci_in = inner_rows
+            else:  # x V once per distinct row too (a zero row's is zero)
+                rows, index = distinct_rows(x)
+                inner_rows = comps.inner_acts(rows)
+                ci_in = inner_rows if ci_fn.uses_inner_acts else rows
             low, up = importance_pair(ci_fn(ci_in), self.sigmoid_type)
-            shape = inner[name].shape
+            shape = (*x.shape[: x.dim() - (0 if isinstance(comps, EmbeddingComponents) else 1)], comps.C)
+            inner[name] = expand_rows(inner_rows, index, shape)
             lower[name], upper[name] = expand_rows(low, index, shape), expand_rows(up, index, shape)
         return Importances(inner, lower, upper)
 

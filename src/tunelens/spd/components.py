@@ -5,6 +5,10 @@ the rank. A forward pass with mask m (one value per subcomponent, per example) c
     y = ((x V) ⊙ m) U + b + δ · x (W − (V U)ᵀ)ᵀ
 where b is the target's (never decomposed) bias and the last term is the optional delta component with its
 own scalar mask δ. With m = 1 and δ = 1 this is exactly the target layer, whatever V and U are.
+Where x is the input the target layer saw and its output y_t = x Wᵀ + b is known, the delta term is
+δ · (y_t − b − (x V) U), so
+    y = ((x V) ⊙ (m − δ)) U + δ · y_t + (1 − δ) · b
+the same function of V and U, without the product of x with the full d_out × d_in weight delta.
 """
 
 from __future__ import annotations
@@ -40,10 +44,17 @@ class LinearComponents(nn.Module):
 
     def masked_forward(self, x: Float[Tensor, "... d_in"], inner: Float[Tensor, "... C"],
                        mask: Float[Tensor, "... C"], delta_mask: Float[Tensor, "..."] | None,
-                       weight_delta: Float[Tensor, "d_out d_in"] | None) -> Float[Tensor, "... d_out"]:
+                       weight_delta: Float[Tensor, "d_out d_in"] | None,
+                       target_out: Float[Tensor, "... d_out"] | None = None) -> Float[Tensor, "... d_out"]:
+        """`target_out`, the target layer's output on this very x, replaces `weight_delta` (module docstring)."""
+        bias = self._target[0].bias
+        if delta_mask is not None and target_out is not None:
+            d = delta_mask.unsqueeze(-1)
+            out = (inner * (mask - d)) @ self.U + d * target_out
+            return out if bias is None else out + (1 - d) * bias
         out = (inner * mask) @ self.U
-        if self._target[0].bias is not None:
-            out = out + self._target[0].bias
+        if bias is not None:
+            out = out + bias
         if delta_mask is not None:
             assert weight_delta is not None
             out = out + delta_mask.unsqueeze(-1) * F.linear(x, weight_delta)
@@ -105,7 +116,12 @@ class EmbeddingComponents(nn.Module):
 
     def masked_forward(self, token_ids: Int[Tensor, "..."], inner: Float[Tensor, "... C"],
                        mask: Float[Tensor, "... C"], delta_mask: Float[Tensor, "..."] | None,
-                       weight_delta: Float[Tensor, "vocab d_model"] | None) -> Float[Tensor, "... d_model"]:
+                       weight_delta: Float[Tensor, "vocab d_model"] | None,
+                       target_out: Float[Tensor, "... d_model"] | None = None) -> Float[Tensor, "... d_model"]:
+        """`target_out`, the target's embedding of these tokens, replaces `weight_delta` as for `LinearComponents`."""
+        if delta_mask is not None and target_out is not None:
+            d = delta_mask.unsqueeze(-1)
+            return (inner * (mask - d)) @ self.U + d * target_out
         out = (inner * mask) @ self.U
         if delta_mask is not None:
             assert weight_delta is not None

@@ -14,21 +14,25 @@ The reconstruction losses are output losses of masked forward passes of a `Compo
 - importance-masked every layer with m = g
 - adversarial (pgd) every layer with m = g + (1 − g)·s, the sources s ∈ [0, 1] chosen by signed-gradient
                     ascent to make the reconstruction as bad as possible
+The reconstruction losses run on the rows whose output can differ from the target's (`active_rows`), and a
+layer that sees the input the target forward recorded (the first layer to run; in the layerwise loss the one
+replaced) reuses its inner activations and target output instead of recomputing them.
 `loss_terms` evaluates the terms a config switches on, from one `StepInputs` (the batch, the target's output,
 the importances and the weight deltas) shared by all of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from tunelens.spd.component_model import ComponentModel, Importances, LayerMask
+from tunelens.spd.component_model import ComponentModel, Importances, LayerMask, TargetPass
 from tunelens.spd.configs import LossCoeffs, Pgd, SpdConfig
 
 OutputLoss = Callable[[Tensor, Tensor], Tensor]
@@ -85,15 +89,17 @@ def annealed_p(progress: float, p_start: float, p_end: float | None, start_frac:
 # ------------------------------------------------------------------------------------------------- masks
 
 
-def draw_masks(importances: dict[str, Tensor], use_delta: bool, names: list[str] | None = None,
-               inner: dict[str, Tensor] | None = None) -> dict[str, LayerMask]:
-    """Fresh stochastic masks for the named layers (all by default)."""
-    names = list(importances) if names is None else names
+def draw_masks(rows: ReconRows, use_delta: bool, names: list[str] | None = None,
+               cached: Collection[str] = ()) -> dict[str, LayerMask]:
+    """Fresh stochastic masks for the named layers (all by default); the layers in `cached` see the input the
+    target forward recorded, so they reuse its inner activations and output."""
+    names = list(rows.lower) if names is None else names
     return {
         name: LayerMask(
-            mask=stochastic_mask(importances[name]),
-            delta_mask=torch.rand(importances[name].shape[:-1], device=importances[name].device) if use_delta else None,
-            inner=inner[name] if inner is not None else None,
+            mask=stochastic_mask(rows.lower[name]),
+            delta_mask=torch.rand(rows.lower[name].shape[:-1], device=rows.x.device) if use_delta else None,
+            inner=rows.inner[name] if name in cached else None,
+            target_out=rows.layer_outputs[name] if name in cached else None,
         )
         for name in names
     }
@@ -109,49 +115,100 @@ def subset_routing(batch_shape: torch.Size, n_layers: int, device: torch.device)
 # ------------------------------------------------------------------------------- reconstruction losses
 
 
+def active_rows(layer_inputs: Mapping[str, Tensor], n_rows: int) -> Tensor | None:
+    """Indices of the batch rows in which some decomposed layer's input is non-zero; None to keep every row
+    (also when no row is active, so that a batch is never empty).
+
+    A row in which every decomposed layer sees an all-zero input gives exactly the target's output under any
+    masks: going through the layers in order, each one's input equals the target's (zero), so x V = 0 and the
+    delta term is 0, leaving the target's bias, the target layer's output on zero. Such a row adds exactly zero
+    to every reconstruction loss and to its gradient, and dropping it changes only the cost (TMS 5-2: 77 % of
+    the rows, resid_mlp1: 37 %). Applies where each layer's input has one row per example, (batch, d), and the
+    rows do not interact (the toy targets); for anything else (token ids, sequences) every row is kept."""
+    if any(t.dim() != 2 or t.shape[0] != n_rows or not t.is_floating_point() for t in layer_inputs.values()):
+        return None
+    active = torch.stack([t.ne(0).any(-1) for t in layer_inputs.values()]).any(0)
+    n_active = int(active.sum())
+    if n_active in (0, n_rows):
+        return None
+    return active.nonzero().squeeze(1)
+
+
 @dataclass
-class StepInputs:
-    """What one batch gives every loss term: the batch, the target's output, the importances, the deltas."""
+class ReconRows:
+    """What the reconstruction losses read: the batch rows whose masked output can differ from the target's
+    (`active_rows`), their importances, inner activations and target layer outputs, and `frac`, the fraction of
+    the batch they are: a loss averaged over these rows, times frac, is the loss averaged over the batch."""
 
     x: Tensor
     target_out: Tensor
-    importances: Importances
-    weight_deltas: dict[str, Tensor]
+    lower: dict[str, Tensor]
+    inner: dict[str, Tensor]
+    layer_outputs: dict[str, Tensor]
+    first_layer: str  # the first decomposed layer to run: its input is the recorded one in every masked pass
+    frac: float
+
+
+class StepInputs:
+    """What one batch gives every loss term: the batch, the target's output, the importances of every row (for
+    the minimality term), the rows the reconstruction terms read, and the weight deltas, computed on first use
+    and then shared."""
+
+    def __init__(self, model: ComponentModel, x: Tensor, passed: TargetPass, importances: Importances):
+        self.model, self.x, self.target_out, self.importances = model, x, passed.out, importances
+        index = active_rows(passed.inputs, len(x))
+
+        def rows(t: Tensor) -> Tensor:
+            return t if index is None else t.index_select(0, index)
+
+        self.recon = ReconRows(
+            x=rows(x), target_out=rows(passed.out),
+            lower={n: rows(g) for n, g in importances.lower.items()},
+            inner={n: rows(a) for n, a in importances.inner.items()},
+            layer_outputs={n: rows(o) for n, o in passed.outputs.items()},
+            first_layer=next(iter(passed.inputs)), frac=1.0 if index is None else len(index) / len(x))
+
+    @cached_property
+    def weight_deltas(self) -> dict[str, Tensor]:
+        return self.model.weight_deltas()
 
 
 def prepare(model: ComponentModel, x: Tensor) -> StepInputs:
-    target_out, layer_inputs = model.forward_target(x)
-    return StepInputs(x, target_out, model.importances(layer_inputs), model.weight_deltas())
+    passed = model.run_target(x)
+    return StepInputs(model, x, passed, model.importances(passed.inputs))
 
 
 def masked_recon(model: ComponentModel, inputs: StepInputs, output_loss: OutputLoss,
                  masks: dict[str, LayerMask]) -> Tensor:
-    return output_loss(model.forward_masked(inputs.x, masks, inputs.weight_deltas), inputs.target_out)
+    """The output loss of one masked pass over the reconstruction rows, as a batch average."""
+    rows = inputs.recon
+    needs_deltas = any(m.delta_mask is not None and (m.inner is None or m.target_out is None) for m in masks.values())
+    out = model.forward_masked(rows.x, masks, inputs.weight_deltas if needs_deltas else None)
+    return output_loss(out, rows.target_out) * rows.frac
 
 
 def stochastic_recon_loss(model: ComponentModel, inputs: StepInputs, output_loss: OutputLoss, use_delta: bool,
                           n_samples: int) -> Tensor:
-    lower = inputs.importances.lower
-    return sum(masked_recon(model, inputs, output_loss, draw_masks(lower, use_delta))
+    rows = inputs.recon
+    return sum(masked_recon(model, inputs, output_loss, draw_masks(rows, use_delta, cached=[rows.first_layer]))
                for _ in range(n_samples)) / n_samples  # type: ignore[return-value]
 
 
 def stochastic_recon_layerwise_loss(model: ComponentModel, inputs: StepInputs, output_loss: OutputLoss,
                                     use_delta: bool, n_samples: int) -> Tensor:
-    """Only layer l is replaced, so it sees the cached target input and its inner acts can be reused."""
-    lower, inner = inputs.importances.lower, inputs.importances.inner
-    per_layer = [masked_recon(model, inputs, output_loss, draw_masks(lower, use_delta, [name], inner))
+    """Only layer l is replaced, so it sees the recorded target input: its inner acts and output are reused."""
+    per_layer = [masked_recon(model, inputs, output_loss, draw_masks(inputs.recon, use_delta, [name], [name]))
                  for _ in range(n_samples) for name in model.names]
     return sum(per_layer) / len(per_layer)  # type: ignore[return-value]
 
 
 def stochastic_recon_subset_loss(model: ComponentModel, inputs: StepInputs, output_loss: OutputLoss,
                                  use_delta: bool, n_samples: int) -> Tensor:
-    lower = inputs.importances.lower
+    rows = inputs.recon
     total = 0.0
     for _ in range(n_samples):
-        masks = draw_masks(lower, use_delta)
-        routing = subset_routing(next(iter(lower.values())).shape[:-1], len(model.names), inputs.x.device)
+        masks = draw_masks(rows, use_delta, cached=[rows.first_layer])
+        routing = subset_routing(next(iter(rows.lower.values())).shape[:-1], len(model.names), rows.x.device)
         for route, name in zip(routing, model.names):
             masks[name].routing = route
         total = total + masked_recon(model, inputs, output_loss, masks)
@@ -159,7 +216,9 @@ def stochastic_recon_subset_loss(model: ComponentModel, inputs: StepInputs, outp
 
 
 def ci_masked_recon_loss(model: ComponentModel, inputs: StepInputs, output_loss: OutputLoss) -> Tensor:
-    masks = {name: LayerMask(mask=g) for name, g in inputs.importances.lower.items()}
+    rows = inputs.recon
+    masks = {name: LayerMask(mask=g, inner=rows.inner[name] if name == rows.first_layer else None)
+             for name, g in rows.lower.items()}
     return masked_recon(model, inputs, output_loss, masks)
 
 
@@ -167,7 +226,8 @@ def pgd_recon_loss(model: ComponentModel, inputs: StepInputs, output_loss: Outpu
                    use_delta: bool) -> Tensor:
     """Reconstruction under masks m = g + (1 − g)·s whose sources s ∈ [0, 1] are pushed by signed-gradient
     ascent to make the reconstruction as bad as possible; the final loss keeps its gradient to the model."""
-    lower = inputs.importances.lower
+    rows = inputs.recon
+    lower, first = rows.lower, rows.first_layer
 
     def source_shape(g: Tensor) -> tuple[int, ...]:
         return tuple(g.shape) if pgd.mask_scope == "per_example" else (g.shape[-1],)
@@ -186,7 +246,11 @@ def pgd_recon_loss(model: ComponentModel, inputs: StepInputs, output_loss: Outpu
         for name, g in lower.items():
             g = g.detach() if detach else g
             delta = dsrc[name].expand(g.shape[:-1]) if use_delta else None
-            out[name] = LayerMask(mask=g + (1 - g) * src[name], delta_mask=delta)
+            inner = None
+            if name == first:
+                inner = rows.inner[name].detach() if detach else rows.inner[name]
+            out[name] = LayerMask(mask=g + (1 - g) * src[name], delta_mask=delta, inner=inner,
+                                  target_out=rows.layer_outputs[name] if name == first else None)
         return out
 
     for _ in range(pgd.n_steps):
