@@ -36,6 +36,15 @@ class LayerMask:
     # `LinearComponents.masked_forward`) instead of from the full weight delta
     target_out: Float[Tensor, "... d_out"] | None = None
 
+    @property
+    def from_target_output(self) -> bool:
+        """The delta term comes from the recorded target output, not from the weight delta."""
+        return self.inner is not None and self.target_out is not None
+
+    @property
+    def needs_weight_delta(self) -> bool:
+        return self.delta_mask is not None and not self.from_target_output
+
 
 @dataclass
 class TargetPass:
@@ -145,18 +154,15 @@ class ComponentModel(nn.Module):
                      ) -> Callable[[nn.Module, tuple, Tensor], Tensor]:
         """Replace the layer's output by its components' output under `layer`'s masks."""
         comps = self.component(name)
-        cached = layer.inner is not None
-        from_output = cached and layer.target_out is not None
-        if layer.delta_mask is not None and weight_deltas is None and not from_output:
+        if layer.needs_weight_delta and weight_deltas is None:
             raise ValueError(f"{name} has a delta mask but no weight deltas were given")
 
         def hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
             x = layer_input(name, args)
-            inner = layer.inner if cached else comps.inner_acts(x)
-            delta = (weight_deltas[name] if layer.delta_mask is not None and not from_output  # type: ignore[index]
-                     else None)
+            inner = layer.inner if layer.inner is not None else comps.inner_acts(x)
+            delta = weight_deltas[name] if layer.needs_weight_delta else None  # type: ignore[index]
             out = comps.masked_forward(x, inner, layer.mask, layer.delta_mask, delta,
-                                       layer.target_out if from_output else None)
+                                       layer.target_out if layer.from_target_output else None)
             return out if layer.routing is None else torch.where(layer.routing.unsqueeze(-1), out, output)
 
         return hook
@@ -204,13 +210,13 @@ class ComponentModel(nn.Module):
             x = layer_inputs[name]
             if isinstance(comps, EmbeddingComponents):  # the input is a token id: one row of V per distinct token
                 inner_rows, index = distinct_tokens(comps.V, x)
-                ci_in = inner_rows
+                ci_in, batch_shape = inner_rows, x.shape
             else:  # x V once per distinct row too (a zero row's is zero)
                 rows, index = distinct_rows(x)
                 inner_rows = comps.inner_acts(rows)
-                ci_in = inner_rows if ci_fn.uses_inner_acts else rows
+                ci_in, batch_shape = (inner_rows if ci_fn.uses_inner_acts else rows), x.shape[:-1]
             low, up = importance_pair(ci_fn(ci_in), self.sigmoid_type)
-            shape = (*x.shape[: x.dim() - (0 if isinstance(comps, EmbeddingComponents) else 1)], comps.C)
+            shape = (*batch_shape, comps.C)
             inner[name] = expand_rows(inner_rows, index, shape)
             lower[name], upper[name] = expand_rows(low, index, shape), expand_rows(up, index, shape)
         return Importances(inner, lower, upper)

@@ -22,6 +22,15 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 
+def delta_from_target_output(inner: Float[Tensor, "... C"], mask: Float[Tensor, "... C"], U: Float[Tensor, "C d_out"],
+                             delta_mask: Float[Tensor, "..."], target_out: Float[Tensor, "... d_out"]
+                             ) -> Float[Tensor, "... d_out"]:
+    """((x V) ⊙ (m − δ)) U + δ · y_t: the masked output with the delta term taken from the target's output y_t
+    (module docstring), without the target's bias."""
+    d = delta_mask.unsqueeze(-1)
+    return (inner * (mask - d)) @ U + d * target_out
+
+
 class LinearComponents(nn.Module):
     """Subcomponents of an `nn.Linear`; the target layer is referenced, not copied."""
 
@@ -49,9 +58,8 @@ class LinearComponents(nn.Module):
         """`target_out`, the target layer's output on this very x, replaces `weight_delta` (module docstring)."""
         bias = self._target[0].bias
         if delta_mask is not None and target_out is not None:
-            d = delta_mask.unsqueeze(-1)
-            out = (inner * (mask - d)) @ self.U + d * target_out
-            return out if bias is None else out + (1 - d) * bias
+            out = delta_from_target_output(inner, mask, self.U, delta_mask, target_out)
+            return out if bias is None else out + (1 - delta_mask.unsqueeze(-1)) * bias
         out = (inner * mask) @ self.U
         if bias is not None:
             out = out + bias
@@ -120,8 +128,7 @@ class EmbeddingComponents(nn.Module):
                        target_out: Float[Tensor, "... d_model"] | None = None) -> Float[Tensor, "... d_model"]:
         """`target_out`, the target's embedding of these tokens, replaces `weight_delta` as for `LinearComponents`."""
         if delta_mask is not None and target_out is not None:
-            d = delta_mask.unsqueeze(-1)
-            return (inner * (mask - d)) @ self.U + d * target_out
+            return delta_from_target_output(inner, mask, self.U, delta_mask, target_out)
         out = (inner * mask) @ self.U
         if delta_mask is not None:
             assert weight_delta is not None

@@ -98,8 +98,7 @@ def draw_masks(rows: ReconRows, use_delta: bool, names: list[str] | None = None,
         name: LayerMask(
             mask=stochastic_mask(rows.lower[name]),
             delta_mask=torch.rand(rows.lower[name].shape[:-1], device=rows.x.device) if use_delta else None,
-            inner=rows.inner[name] if name in cached else None,
-            target_out=rows.layer_outputs[name] if name in cached else None,
+            **rows.recorded(name, name in cached),
         )
         for name in names
     }
@@ -148,6 +147,13 @@ class ReconRows:
     first_layer: str  # the first decomposed layer to run: its input is the recorded one in every masked pass
     frac: float
 
+    def recorded(self, name: str, sees_recorded_input: bool, detach: bool = False) -> dict[str, Tensor]:
+        """A `LayerMask`'s `inner` and `target_out` for a layer that sees the recorded input (else none)."""
+        if not sees_recorded_input:
+            return {}
+        inner = self.inner[name]
+        return {"inner": inner.detach() if detach else inner, "target_out": self.layer_outputs[name]}
+
 
 class StepInputs:
     """What one batch gives every loss term: the batch, the target's output, the importances of every row (for
@@ -182,7 +188,7 @@ def masked_recon(model: ComponentModel, inputs: StepInputs, output_loss: OutputL
                  masks: dict[str, LayerMask]) -> Tensor:
     """The output loss of one masked pass over the reconstruction rows, as a batch average."""
     rows = inputs.recon
-    needs_deltas = any(m.delta_mask is not None and (m.inner is None or m.target_out is None) for m in masks.values())
+    needs_deltas = any(m.needs_weight_delta for m in masks.values())
     out = model.forward_masked(rows.x, masks, inputs.weight_deltas if needs_deltas else None)
     return output_loss(out, rows.target_out) * rows.frac
 
@@ -217,7 +223,7 @@ def stochastic_recon_subset_loss(model: ComponentModel, inputs: StepInputs, outp
 
 def ci_masked_recon_loss(model: ComponentModel, inputs: StepInputs, output_loss: OutputLoss) -> Tensor:
     rows = inputs.recon
-    masks = {name: LayerMask(mask=g, inner=rows.inner[name] if name == rows.first_layer else None)
+    masks = {name: LayerMask(mask=g, **rows.recorded(name, name == rows.first_layer))
              for name, g in rows.lower.items()}
     return masked_recon(model, inputs, output_loss, masks)
 
@@ -246,11 +252,8 @@ def pgd_recon_loss(model: ComponentModel, inputs: StepInputs, output_loss: Outpu
         for name, g in lower.items():
             g = g.detach() if detach else g
             delta = dsrc[name].expand(g.shape[:-1]) if use_delta else None
-            inner = None
-            if name == first:
-                inner = rows.inner[name].detach() if detach else rows.inner[name]
-            out[name] = LayerMask(mask=g + (1 - g) * src[name], delta_mask=delta, inner=inner,
-                                  target_out=rows.layer_outputs[name] if name == first else None)
+            out[name] = LayerMask(mask=g + (1 - g) * src[name], delta_mask=delta,
+                                  **rows.recorded(name, name == first, detach))
         return out
 
     for _ in range(pgd.n_steps):
