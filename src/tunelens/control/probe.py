@@ -1,10 +1,12 @@
 """Reading a model's next-token distribution at the answer position, many prompts per forward pass.
 
-Per batch: one forward pass over left-padded prompts, logits at the final position only, the softmax over the
-full vocabulary, then the probabilities of tokens that differ only by surrounding whitespace (" cat", "cat",
-"cat\\n") summed into one entry per word (`merged[b, key] = Σ_{token: strip(text(token)) = key} probs[b, token]`,
-one `index_add_`). From the merged distribution: the top-k entries, the two most likely entries made of letters
-only (what the random cases can answer), and the exact merged probability of each requested word.
+Per batch: one forward pass over left-padded prompts (a prefix several prompts share computed once, then their
+remaining tokens on its cached keys and values: `tunelens.lm.prefix`), logits at the final position only, the
+softmax over the full vocabulary, then the probabilities of tokens that differ only by surrounding whitespace
+(" cat", "cat", "cat\\n") summed into one entry per word
+(`merged[b, key] = Σ_{token: strip(text(token)) = key} probs[b, token]`, one `index_add_`). From the merged
+distribution: the top-k entries, the two most likely entries made of letters only (what the random cases can
+answer), and the exact merged probability of each requested word.
 
 A word can only be scored when it has a single-token spelling where the answer goes (`answer_tokens`): a word
 split into pieces has no one next-token probability, so its samples are skipped and counted, never scored by a
@@ -20,8 +22,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from tunelens.lm.batching import pad_batch
-from tunelens.lm.scoring import next_token_probs
+from tunelens.lm.prefix import next_token_probs_batches
 
 UNUSED = "<unused id>"  # ids the model has but the tokenizer does not (padded embedding matrices)
 
@@ -91,9 +92,10 @@ def read_merged(merged: Float[Tensor, "batch key"], index: VocabIndex, target_ke
 @torch.no_grad()
 def probe(model, prompts: Sequence[Sequence[int]], pad_id: int, index: VocabIndex,
           target_keys: Int[Tensor, "prompt 2"] | None = None, top_k: int = 20, batch_size: int = 32,
-          device: torch.device | str = "cpu") -> Readout:
-    """Readouts of every prompt, in order. Prompts are grouped by length to keep padding small; a left-padded
-    row gets the distribution it gets alone (position ids count real tokens only)."""
+          device: torch.device | str = "cpu", share_prefixes: bool = True) -> Readout:
+    """Readouts of every prompt, in order. A prefix that several prompts share is computed once
+    (`tunelens.lm.prefix`; `share_prefixes=False`: whole prompts, grouped by length); every row gets the
+    distribution it gets alone."""
     n = len(prompts)
     if target_keys is None:
         target_keys = torch.full((n, 2), -1, dtype=torch.long)
@@ -101,12 +103,10 @@ def probe(model, prompts: Sequence[Sequence[int]], pad_id: int, index: VocabInde
     if n == 0:
         empty = torch.zeros(0, 2)
         return Readout(torch.zeros(0, top_k, dtype=torch.long), torch.zeros(0, top_k), empty.long(), empty, empty)
-    order = sorted(range(n), key=lambda i: len(prompts[i]))
+    order: list[int] = []
     parts: list[Readout] = []
-    for start in range(0, n, batch_size):
-        rows = order[start:start + batch_size]
-        ids, mask = pad_batch([prompts[i] for i in rows], pad_id, side="left")
-        probs = next_token_probs(model, ids.to(device), mask.to(device))
+    for rows, probs in next_token_probs_batches(model, prompts, pad_id, batch_size, device, share_prefixes):
+        order += rows
         parts.append(read_merged(merge_variants(probs, index), index, target_keys[rows], top_k))
     inverse = torch.empty(n, dtype=torch.long)
     inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(n)
