@@ -82,8 +82,10 @@ def planned_positions(prompts: Sequence[Sequence[int]], groups: Sequence[PrefixG
 
 
 def _shares_prefixes(cache) -> bool:
-    from transformers.cache_utils import DynamicCache, DynamicLayer
-
+    try:
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+    except ImportError:  # a transformers without per-layer caches: run whole prompts
+        return False
     return isinstance(cache, DynamicCache) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
