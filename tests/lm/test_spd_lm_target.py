@@ -73,3 +73,25 @@ def test_unknown_lm_module_is_a_usage_error(micro_lm):
                                                   "n_eval_stories": 5, "modules": ["model.layers.9.mlp"]}})
     with pytest.raises(UsageError, match="no module 'model.layers.9.mlp'"):
         build_target(config.target, torch.device("cpu"), lambda m: None)
+
+
+def test_spd_lm_mlp_run_writes_the_contexts_its_subcomponents_matter_for(micro_lm, tmp_path):
+    import json
+
+    from tunelens.registry import get_experiment
+    from tunelens.runs import run_experiment
+
+    folder, _ = micro_lm
+    experiment = get_experiment("lm_mlp")
+    config = experiment.load_config(assignments=[
+        f"target.model={folder}", "target.seq_len=16", "target.n_train_stories=40", "target.n_eval_stories=10",
+        "target.modules=[model.layers.0.mlp.up_proj, model.layers.0.mlp.down_proj]", "optim.steps=5",
+        "optim.batch_size=4", "eval.batch_size=4", "C=10", "optim.faithfulness_warmup_steps=2"])
+    run_experiment(experiment, config, tmp_path, quiet=True)
+    for name in ("model.layers.0.mlp.up_proj", "model.layers.0.mlp.down_proj"):
+        rows = json.loads((tmp_path / f"top_tokens_{name}.json").read_text())
+        assert (tmp_path / "figures" / f"top_tokens_{name}.png").is_file()
+        assert rows  # five steps from initialisation leave many subcomponents alive
+        for row in rows:  # each shown position ends with its current token in brackets
+            assert 0 <= row["subcomponent"] < 10 and row["n_tokens_active"] > 0
+            assert all(text.endswith("]") and "[" in text for text in row["top_tokens"])

@@ -42,8 +42,11 @@ def plot_all(model: ComponentModel, target: Target, config: SpdConfig, run: Run,
             if isinstance(model.component(name), EmbeddingComponents):
                 seen = torch.unique(target.sample_batch(256))  # tokens that never occur have untrained rows
                 table = embedding_top_tokens(model, name, target.tokenizer, config.eval.ci_alive_threshold, seen)
-                write_json(run.dir / f"top_tokens_{name}.json", table)
-                save(plot_top_tokens(table, name), run.figure_path(f"top_tokens_{name}"))
+            else:  # importance depends on the context: the positions of the sampled windows where it is highest
+                table = context_top_tokens(importances.lower[name], inputs_x, target.tokenizer,
+                                           config.eval.ci_alive_threshold)
+            write_json(run.dir / f"top_tokens_{name}.json", table)
+            save(plot_top_tokens(table, name), run.figure_path(f"top_tokens_{name}"))
 
 
 def embedding_top_tokens(model: ComponentModel, name: str, tokenizer, threshold: float, token_ids: Tensor,
@@ -66,6 +69,29 @@ def embedding_top_tokens(model: ComponentModel, name: str, tokenizer, threshold:
     return rows[:max_rows]
 
 
+def context_top_tokens(importance: Tensor, token_ids: Tensor, tokenizer, threshold: float, n_top: int = 8,
+                       max_rows: int = 40, context: int = 3) -> list[dict]:
+    """For each alive subcomponent of a layer inside a language model (importance (window, position, C) on the
+    windows `token_ids`): at how many positions it is active, and the positions where its importance is highest,
+    each shown as its last `context` tokens with the current one in brackets ("... the big[ dog]")."""
+    flat = importance.reshape(-1, importance.shape[-1])
+    active = flat > threshold
+    order = torch.argsort(active.sum(0), descending=True, stable=True)
+    seq = token_ids.shape[-1]
+    rows = []
+    for c in order.tolist():
+        n_active = int(active[:, c].sum())
+        if n_active == 0:
+            break
+        shown = []
+        for position in torch.topk(flat[:, c], k=min(n_top, flat.shape[0])).indices.tolist():
+            window, t = divmod(position, seq)
+            before = tokenizer.decode(token_ids[window, max(0, t - context):t].tolist())
+            shown.append(f"{before}[{tokenizer.decode([int(token_ids[window, t])])}]")
+        rows.append({"subcomponent": c, "n_tokens_active": n_active, "top_tokens": shown})
+    return rows[:max_rows]
+
+
 def importance_pair_for(model: ComponentModel, name: str, inner: Tensor) -> Tensor:
     from tunelens.spd.component_model import module_key
     from tunelens.spd.sigmoids import importance_pair
@@ -79,7 +105,8 @@ def plot_top_tokens(rows: list[dict], name: str) -> plt.Figure:
     lines = [f"c{r['subcomponent']:>4}  on {r['n_tokens_active']:>5} tokens:  "
              + "  ".join(repr(t) for t in r["top_tokens"]) for r in rows] or ["no alive subcomponents"]
     ax.text(0, 1, "\n".join(lines), family="monospace", fontsize=8, va="top", transform=ax.transAxes)
-    ax.set_title(f"{name}: alive subcomponents (most widely active first) and the tokens they matter most for",
+    ax.set_title(f"{name}: alive subcomponents (most widely active first) and the tokens they matter most for"
+                 " (in brackets, after their context, for a layer inside the model)",
                  fontsize=9, loc="left")
     return fig
 
