@@ -56,17 +56,8 @@ def embedding_top_tokens(model: ComponentModel, name: str, tokenizer, threshold:
     comps = model.component(name)
     with torch.no_grad():
         importance = importance_pair_for(model, name, comps.V[token_ids])
-    active = importance > threshold
-    order = torch.argsort(active.sum(0), descending=True)
-    rows = []
-    for c in order.tolist():
-        n_active = int(active[:, c].sum())
-        if n_active == 0:
-            break
-        top = torch.topk(importance[:, c], k=min(n_top, importance.shape[0])).indices.tolist()
-        rows.append({"subcomponent": c, "n_tokens_active": n_active,
-                     "top_tokens": [tokenizer.decode([int(token_ids[t])]) for t in top]})
-    return rows[:max_rows]
+    return busiest_subcomponents(importance, threshold, lambda row: tokenizer.decode([int(token_ids[row])]), n_top,
+                                 max_rows)
 
 
 def context_top_tokens(importance: Tensor, token_ids: Tensor, tokenizer, threshold: float, n_top: int = 8,
@@ -74,22 +65,29 @@ def context_top_tokens(importance: Tensor, token_ids: Tensor, tokenizer, thresho
     """For each alive subcomponent of a layer inside a language model (importance (window, position, C) on the
     windows `token_ids`): at how many positions it is active, and the positions where its importance is highest,
     each shown as its last `context` tokens with the current one in brackets ("... the big[ dog]")."""
-    flat = importance.reshape(-1, importance.shape[-1])
-    active = flat > threshold
-    order = torch.argsort(active.sum(0), descending=True, stable=True)
     seq = token_ids.shape[-1]
+
+    def show(position: int) -> str:
+        window, t = divmod(position, seq)
+        before = tokenizer.decode(token_ids[window, max(0, t - context):t].tolist())
+        return f"{before}[{tokenizer.decode([int(token_ids[window, t])])}]"
+
+    return busiest_subcomponents(importance.reshape(-1, importance.shape[-1]), threshold, show, n_top, max_rows)
+
+
+def busiest_subcomponents(importance: Tensor, threshold: float, show, n_top: int, max_rows: int) -> list[dict]:
+    """Alive subcomponents of importance (row, C), most widely active first: on how many rows each is active
+    (`n_tokens_active`) and `show(row)` for its `n_top` rows of highest importance."""
+    active = importance > threshold
+    order = torch.argsort(active.sum(0), descending=True, stable=True)
     rows = []
-    for c in order.tolist():
+    for c in order.tolist()[:max_rows]:
         n_active = int(active[:, c].sum())
         if n_active == 0:
             break
-        shown = []
-        for position in torch.topk(flat[:, c], k=min(n_top, flat.shape[0])).indices.tolist():
-            window, t = divmod(position, seq)
-            before = tokenizer.decode(token_ids[window, max(0, t - context):t].tolist())
-            shown.append(f"{before}[{tokenizer.decode([int(token_ids[window, t])])}]")
-        rows.append({"subcomponent": c, "n_tokens_active": n_active, "top_tokens": shown})
-    return rows[:max_rows]
+        top = torch.topk(importance[:, c], k=min(n_top, importance.shape[0])).indices.tolist()
+        rows.append({"subcomponent": c, "n_tokens_active": n_active, "top_tokens": [show(r) for r in top]})
+    return rows
 
 
 def importance_pair_for(model: ComponentModel, name: str, inner: Tensor) -> Tensor:
