@@ -13,6 +13,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tunelens.lm.batching import pad_batch
+from tunelens.lm.scoring import real_positions
 
 
 def top_p_filter(logits: Float[Tensor, "batch vocab"], top_p: float) -> Float[Tensor, "batch vocab"]:
@@ -54,7 +55,7 @@ def sample(model, tokenizer, prompts: Sequence[str] | None = None, max_new_token
         raise ValueError("every prompt must encode to at least one token")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids, mask = (t.to(device) for t in pad_batch(encoded, pad_id, side="left"))
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = real_positions(mask)
     finished = torch.zeros(len(encoded), dtype=torch.bool, device=device)
     new_tokens: list[Tensor] = []
     past = None

@@ -26,7 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tunelens.lm.batching import pad_batch
-from tunelens.lm.scoring import next_token_probs
+from tunelens.lm.scoring import next_token_probs, real_positions
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -132,8 +132,8 @@ def _chunk(model, prompts, groups: list[PrefixGroup], pad_id, batch_size, device
         return
     prefix_ids, prefix_mask = pad_batch([prompts[g.members[0]][:g.prefix_len] for g in shared], pad_id, side="left")
     prefix_ids, prefix_mask = prefix_ids.to(device), prefix_mask.to(device)
-    out = model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=(prefix_mask.cumsum(-1) - 1).clamp(
-        min=0), use_cache=True, logits_to_keep=1)
+    out = model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=real_positions(prefix_mask),
+                use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
     if not _shares_prefixes(cache):
         yield from _whole_prompts(model, prompts, [m for g in shared for m in g.members], pad_id, batch_size, device)
@@ -148,7 +148,7 @@ def _chunk(model, prompts, groups: list[PrefixGroup], pad_id, batch_size, device
         suffix_ids, suffix_mask = suffix_ids.to(device), suffix_mask.to(device)
         before = prefix_mask[group_rows]
         mask = torch.cat([before, suffix_mask], dim=1)
-        position_ids = before.sum(-1, keepdim=True) + (suffix_mask.cumsum(-1) - 1).clamp(min=0)
+        position_ids = before.sum(-1, keepdim=True) + real_positions(suffix_mask)
         logits = model(input_ids=suffix_ids, attention_mask=mask, position_ids=position_ids,
                        past_key_values=_select_rows(cache, group_rows), use_cache=True, logits_to_keep=1).logits
         yield [m for _, m in part], logits[:, -1].float().softmax(-1)

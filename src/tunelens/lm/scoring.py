@@ -54,6 +54,11 @@ def next_token_ce(logits: Float[Tensor, "batch seq vocab"], input_ids: Int[Tenso
     return -(token_logprobs(logits, input_ids) * mask).sum() / mask.sum().clamp(min=1)
 
 
+def real_positions(attention_mask: Int[Tensor, "batch seq"]) -> Int[Tensor, "batch seq"]:
+    """Position ids that count real tokens only (0 on left padding), so a padded row runs as it would alone."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def last_real_positions(attention_mask: Int[Tensor, "batch seq"]) -> Int[Tensor, "batch"]:
     """Index of each row's last real token, for left or right padding alike."""
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
@@ -73,7 +78,7 @@ def next_token_probs(model, input_ids: Int[Tensor, "batch seq"], attention_mask:
     Position ids count real tokens only, so a left-padded row gives the distribution it would give alone. When
     every row ends in a real token (left padding), only the final position's logits are computed: with a 150k
     vocabulary the logits of every position of a long batch would not fit in memory, and they are not needed."""
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    position_ids = real_positions(attention_mask)
     if bool(attention_mask[:, -1].all()):
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                        logits_to_keep=1).logits
