@@ -63,6 +63,10 @@ def test_shared_prefixes_give_each_prompt_its_own_distribution(micro_lm, batch_s
     assert sorted(seen) == list(range(len(prompts)))
 
 
+def _by_row(batches) -> dict[int, torch.Tensor]:
+    return {row: p for rows, probs in batches for row, p in zip(rows, probs)}
+
+
 def test_a_cache_that_cannot_be_shared_falls_back_to_whole_prompts(micro_lm, monkeypatch):
     from tunelens.lm.loading import load_model, load_tokenizer
 
@@ -70,10 +74,9 @@ def test_a_cache_that_cannot_be_shared_falls_back_to_whole_prompts(micro_lm, mon
     model, tokenizer = load_model(folder), load_tokenizer(folder, padding_side="left")
     prompts = _prompts(tokenizer)
     monkeypatch.setattr(prefix, "_shares_prefixes", lambda cache: False)
-    shared = dict(zip(*map(list, zip(*[(r, p) for rows, probs in next_token_probs_batches(
-        model, prompts, tokenizer.pad_token_id, batch_size=4) for r, p in zip(rows, probs)]))))
-    plain = dict(zip(*map(list, zip(*[(r, p) for rows, probs in next_token_probs_batches(
-        model, prompts, tokenizer.pad_token_id, batch_size=4, share_prefixes=False) for r, p in zip(rows, probs)]))))
-    assert sorted(shared) == list(range(len(prompts)))
+    shared = _by_row(next_token_probs_batches(model, prompts, tokenizer.pad_token_id, batch_size=4))
+    plain = _by_row(next_token_probs_batches(model, prompts, tokenizer.pad_token_id, batch_size=4,
+                                             share_prefixes=False))
+    assert sorted(shared) == sorted(plain) == list(range(len(prompts)))
     for row in plain:
         torch.testing.assert_close(shared[row], plain[row], atol=2e-6, rtol=1e-4)
