@@ -1,6 +1,7 @@
 """Time one SPD optimisation step (forward of every loss term, backward, AdamW) for registered experiments.
 
     uv run python benchmarks/spd_step.py tms_5-2 resid_mlp1 --repeats 7 --steps 20 --threads 1
+    uv run python benchmarks/spd_step.py lm_mlp --compare-full-passes --repeats 3 --steps 5 --threads 2
 
 Prints the median (and min/max) seconds per step over `repeats` blocks of `steps` steps each. Targets come from
 the cache (trained on first use), so the first call of a fresh machine also trains them.
@@ -8,11 +9,15 @@ the cache (trained on first use), so the first call of a fresh machine also trai
 For tms_5-2 and resid_mlp1 it also prints the public reference implementation's step as measured on this kind of
 machine (`shared/research/spd_peer_measured.md`: goodfire-ai/spd at 3f0bb61, fp32) and the ratio per training
 sample, ours over theirs, since the two default to different batch sizes. Compare at the reference's thread count.
+
+`--compare-full-passes` also times each step with masked passes that run every block of the target again (what
+they did before they skipped the blocks ahead of the first decomposed layer), alternating the two by repeat.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -31,10 +36,12 @@ PEER = {
 }
 
 
-def time_steps(name: str, repeats: int, steps: int, overrides: list[str]) -> list[float]:
+def time_steps(name: str, repeats: int, steps: int, overrides: list[str], full_passes: bool = False) -> list[float]:
     config = get_experiment(name).load_config(assignments=overrides)
     seed_everything(config.seed)
     target = build_target(config.target, torch.device("cpu"), lambda message: None)
+    if full_passes:
+        target = dataclasses.replace(target, blocks=None)
     model = build_component_model(config, target)
     optimizer = make_optimizer(model, config)
     output_loss = OUTPUT_LOSSES[target.output_loss]
@@ -60,11 +67,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--compare-full-passes", action="store_true",
+                        help="also time masked passes that re-run the blocks before the first decomposed layer")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     for name in args.names:
-        times = time_steps(name, args.repeats, args.steps, args.overrides)
+        if args.compare_full_passes:  # alternate one repeat each, so both sides see the same machine state
+            skip, full = [], []
+            for _ in range(args.repeats):
+                skip += time_steps(name, 1, args.steps, args.overrides)
+                full += time_steps(name, 1, args.steps, args.overrides, full_passes=True)
+            print(f"{name}\tfull passes\tmedian {statistics.median(full) * 1e3:.2f} ms/step\t"
+                  f"({', '.join(f'{t * 1e3:.1f}' for t in full)})")
+            times = skip
+        else:
+            times = time_steps(name, args.repeats, args.steps, args.overrides)
         median = statistics.median(times)
         print(f"{name}\tthreads={torch.get_num_threads()}\tmedian {median * 1e3:.2f} ms/step"
               f"\tmin {min(times) * 1e3:.2f}\tmax {max(times) * 1e3:.2f}\t({args.repeats}x{args.steps} steps)")

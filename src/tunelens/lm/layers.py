@@ -16,13 +16,22 @@ from torch import Tensor, nn
 from tunelens.config import UsageError
 
 
+def decoder_stack(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
+    """The decoder stack's module name and the stack: the one ModuleList named `layers` (Llama, Qwen2, Gemma,
+    OLMo-2 all use `model.layers`); None unless there is exactly one."""
+    candidates = [(name, m) for name, m in model.named_modules()
+                  if isinstance(m, nn.ModuleList) and name.endswith("layers")]
+    return candidates[0] if len(candidates) == 1 else None
+
+
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder stack: the ModuleList named `layers` (Llama, Qwen2, Gemma, OLMo-2 all use `model.layers`)."""
-    candidates = [m for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and name.endswith("layers")]
-    if len(candidates) != 1:
+    """The decoder stack (`decoder_stack`), or a one-line error naming what was found."""
+    stack = decoder_stack(model)
+    if stack is None:
+        n_found = sum(isinstance(m, nn.ModuleList) and name.endswith("layers") for name, m in model.named_modules())
         raise UsageError(f"cannot find the decoder layers of {type(model).__name__} (a single ModuleList "
-                         f"named '*layers'; found {len(candidates)})")
-    return candidates[0]
+                         f"named '*layers'; found {n_found})")
+    return stack[1]
 
 
 def _stream(output: Any) -> Tensor:

@@ -7,13 +7,19 @@ their components under the given masks; layers not named run as the target.
 Both passes attach forward hooks to the target's layers for the length of the call and remove them after it
 (as the SPD reference code does), so between calls the target is untouched: usable on its own, and by any
 number of component models at once.
+
+A target made of blocks that run one after the other (a transformer's decoder layers) can name them
+(`blocks`). The blocks before the first one holding a decomposed layer compute the same thing in every pass, so
+`run_target` records their outputs and a masked pass given them (`prefix`) skips those blocks, each returning
+its recorded output for the length of the call. `lm_mlp` decomposes layer 3 of 4: its masked passes run one
+decoder layer instead of four.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float
@@ -54,6 +60,7 @@ class TargetPass:
     out: Tensor
     inputs: dict[str, Tensor]
     outputs: dict[str, Tensor]
+    prefix: list[Tensor] = field(default_factory=list)  # outputs of the blocks a masked pass may skip
 
 
 @dataclass
@@ -93,6 +100,23 @@ def expand_rows(values: Float[Tensor, "n C"], index: Tensor | None, shape: torch
     return (values if index is None else values.index_select(0, index)).reshape(shape)
 
 
+def leading_blocks(blocks: tuple[str, Sequence[nn.Module]] | None, names: Sequence[str]) -> list[nn.Module]:
+    """The blocks (name of their list, the blocks in running order) before the first one that holds a decomposed
+    layer; none when some decomposed layer lies outside every block (an embedding runs before them all)."""
+    if blocks is None:
+        return []
+    prefix, modules = blocks
+    indices = []
+    for name in names:
+        if prefix and not name.startswith(f"{prefix}."):
+            return []
+        head = name[len(prefix) + 1 if prefix else 0:].split(".", 1)[0]
+        if not head.isdigit() or int(head) >= len(modules):
+            return []
+        indices.append(int(head))
+    return list(modules)[: min(indices)]
+
+
 def module_key(name: str) -> str:
     return name.replace(".", "-")
 
@@ -108,9 +132,11 @@ def layer_input(name: str, args: tuple) -> Tensor:
 class ComponentModel(nn.Module):
     def __init__(self, target: nn.Module, forward_fn: Callable[[nn.Module, Tensor], Tensor],
                  module_C: dict[str, int], ci_fn_type: CiFnType, ci_fn_hidden: list[int],
-                 sigmoid_type: SigmoidType = "leaky_hard", tied: dict[str, str] | None = None):
+                 sigmoid_type: SigmoidType = "leaky_hard", tied: dict[str, str] | None = None,
+                 blocks: tuple[str, Sequence[nn.Module]] | None = None):
         """`tied` maps a decomposed layer to another one whose target weight is its transpose: the first then
-        reuses the second's subcomponents, transposed (see `TiedLinearComponents`)."""
+        reuses the second's subcomponents, transposed (see `TiedLinearComponents`). `blocks`: the name of the
+        target's list of sequential blocks and the blocks (module docstring); None for a target without."""
         super().__init__()
         trainable = [n for n, p in target.named_parameters() if p.requires_grad]
         assert not trainable, f"target must be frozen, trainable: {trainable[:3]}"
@@ -122,6 +148,7 @@ class ComponentModel(nn.Module):
         missing = [n for n in self.names if n not in modules]
         if missing:
             raise KeyError(f"no module named {missing[0]} in the target (have: {', '.join(list(modules)[1:12])} ...)")
+        self._skippable = leading_blocks(blocks, self.names)  # a plain list: the blocks stay the target's
         self.tied = tied = dict(tied or {})
         for follower, source in tied.items():
             if follower not in module_C or source not in module_C or source in tied:
@@ -176,6 +203,7 @@ class ComponentModel(nn.Module):
         fixed)."""
         inputs: dict[str, Tensor] = {}
         outputs: dict[str, Tensor] = {}
+        prefix: list[Tensor] = []
 
         def record(name: str) -> Callable[[nn.Module, tuple, Tensor], None]:
             def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
@@ -184,9 +212,36 @@ class ComponentModel(nn.Module):
 
             return hook
 
-        with self._hooks({name: record(name) for name in self.names}), torch.no_grad():
-            out = self.forward_fn(self.target, x)
-        return TargetPass(out, inputs, outputs)
+        def record_block(module: nn.Module, args: tuple, output: Tensor) -> None:
+            prefix.append(output)
+
+        handles = [block.register_forward_hook(record_block) for block in self._skippable]
+        try:
+            with self._hooks({name: record(name) for name in self.names}), torch.no_grad():
+                out = self.forward_fn(self.target, x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return TargetPass(out, inputs, outputs, prefix)
+
+    @property
+    def n_skippable_blocks(self) -> int:
+        return len(self._skippable)
+
+    @contextmanager
+    def _skipping(self, prefix: Sequence[Tensor] | None) -> Iterator[None]:
+        """Each leading block returns its recorded output instead of running, for the duration of the block."""
+        if not prefix:
+            yield
+            return
+        assert len(prefix) == len(self._skippable), f"{len(prefix)} recorded outputs for {len(self._skippable)} blocks"
+        for block, output in zip(self._skippable, prefix):
+            block.forward = lambda *args, _output=output, **kwargs: _output  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            for block in self._skippable:
+                del block.forward
 
     def forward_target(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Target output and each decomposed layer's input."""
@@ -194,11 +249,14 @@ class ComponentModel(nn.Module):
         return passed.out, passed.inputs
 
     def forward_masked(self, x: Tensor, masks: dict[str, LayerMask],
-                       weight_deltas: dict[str, Tensor] | None = None) -> Tensor:
+                       weight_deltas: dict[str, Tensor] | None = None, prefix: Sequence[Tensor] | None = None
+                       ) -> Tensor:
+        """`prefix`: the leading blocks' outputs that `run_target` recorded for this very x, to skip them."""
         unknown = set(masks) - set(self.names)
         if unknown:
             raise KeyError(f"masks for layers that are not decomposed: {sorted(unknown)}")
-        with self._hooks({name: self._masked_hook(name, layer, weight_deltas) for name, layer in masks.items()}):
+        with (self._hooks({name: self._masked_hook(name, layer, weight_deltas) for name, layer in masks.items()}),
+              self._skipping(prefix)):
             return self.forward_fn(self.target, x)
 
     def importances(self, layer_inputs: dict[str, Tensor]) -> Importances:

@@ -14,9 +14,10 @@ The reconstruction losses are output losses of masked forward passes of a `Compo
 - importance-masked every layer with m = g
 - adversarial (pgd) every layer with m = g + (1 − g)·s, the sources s ∈ [0, 1] chosen by signed-gradient
                     ascent to make the reconstruction as bad as possible
-The reconstruction losses run on the rows whose output can differ from the target's (`active_rows`), and a
+The reconstruction losses run on the rows whose output can differ from the target's (`active_rows`), a
 layer that sees the input the target forward recorded (the first layer to run; in the layerwise loss the one
-replaced) reuses its inner activations and target output instead of recomputing them.
+replaced) reuses its inner activations and target output instead of recomputing them, and the target's blocks
+before the first decomposed layer are not run again (`ComponentModel`'s `prefix`).
 `loss_terms` evaluates the terms a config switches on, from one `StepInputs` (the batch, the target's output,
 the importances and the weight deltas) shared by all of them.
 """
@@ -24,7 +25,7 @@ the importances and the weight deltas) shared by all of them.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
@@ -146,6 +147,7 @@ class ReconRows:
     layer_outputs: dict[str, Tensor]
     first_layer: str  # the first decomposed layer to run: its input is the recorded one in every masked pass
     frac: float
+    prefix: list[Tensor] = field(default_factory=list)  # recorded outputs of the blocks masked passes skip
 
     def recorded(self, name: str, sees_recorded_input: bool, detach: bool = False) -> dict[str, Tensor]:
         """A `LayerMask`'s `inner` and `target_out` for a layer that sees the recorded input (else none)."""
@@ -172,7 +174,8 @@ class StepInputs:
             lower={n: rows(g) for n, g in importances.lower.items()},
             inner={n: rows(a) for n, a in importances.inner.items()},
             layer_outputs={n: rows(o) for n, o in passed.outputs.items()},
-            first_layer=next(iter(passed.inputs)), frac=1.0 if index is None else len(index) / len(x))
+            first_layer=next(iter(passed.inputs)), frac=1.0 if index is None else len(index) / len(x),
+            prefix=[rows(t) for t in passed.prefix] if all(isinstance(t, Tensor) for t in passed.prefix) else [])
 
     @cached_property
     def weight_deltas(self) -> dict[str, Tensor]:
@@ -189,7 +192,7 @@ def masked_recon(model: ComponentModel, inputs: StepInputs, output_loss: OutputL
     """The output loss of one masked pass over the reconstruction rows, as a batch average."""
     rows = inputs.recon
     needs_deltas = any(m.needs_weight_delta for m in masks.values())
-    out = model.forward_masked(rows.x, masks, inputs.weight_deltas if needs_deltas else None)
+    out = model.forward_masked(rows.x, masks, inputs.weight_deltas if needs_deltas else None, rows.prefix)
     return output_loss(out, rows.target_out) * rows.frac
 
 

@@ -26,7 +26,7 @@ from tunelens.spd.targets import Target, ToyTarget, build_target
 def build_component_model(config: SpdConfig, target: Target) -> ComponentModel:
     return ComponentModel(target.model, target.forward_fn, config.components_per_module(),
                           config.ci_fn_type, list(config.ci_fn_hidden), config.sigmoid_type,
-                          tied=target.tied_modules if config.tie_components else None)
+                          tied=target.tied_modules if config.tie_components else None, blocks=target.blocks)
 
 
 def faithfulness_warmup(model: ComponentModel, config: SpdConfig) -> float:

@@ -45,6 +45,9 @@ class Target:
     sample_batch: Callable[[int], Tensor]
     output_loss: Literal["mse", "kl"]
     tied_modules: dict[str, str] = field(default_factory=dict)  # layer -> layer whose weight is its transpose
+    # the name of a list of blocks that run one after the other, each on the previous one's output, and the
+    # blocks: masked passes skip those before the first decomposed layer (`ComponentModel`); None: run them all
+    blocks: tuple[str, nn.ModuleList] | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     def eval_batch(self, batch_size: int) -> Tensor:

@@ -2,7 +2,8 @@
 
 The default model is the toolkit's tiny story model (pretrained locally on the synthetic story corpus and
 cached); any Hugging Face causal LM works through `target.model` (alias, hub id or local directory). Batches
-are random windows of the tokenised training stories; evaluation uses fixed windows of held-out stories.
+are random windows of the tokenised training stories; evaluation uses fixed windows of held-out stories. The
+target names its decoder stack, so masked passes skip the decoder layers before the first decomposed one.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class LmTarget(Target):
 
 
 def logits_of(model: nn.Module, input_ids: Tensor) -> Tensor:
-    return model(input_ids=input_ids).logits
+    return model(input_ids=input_ids, use_cache=False).logits
 
 
 @register_target("lm")
@@ -63,6 +64,7 @@ def build_lm_target(config: LmTargetConfig, device: torch.device, log: Log,
         raise ValueError("language-model targets are loaded from target.model, not from saved weights")
     from tunelens.lm.batching import token_windows
     from tunelens.lm.corpus import story_splits
+    from tunelens.lm.layers import decoder_stack
     from tunelens.lm.loading import load_model, load_tokenizer, resolve_name
 
     source = resolve_name(config.model)
@@ -91,4 +93,4 @@ def build_lm_target(config: LmTargetConfig, device: torch.device, log: Log,
     info = {"model": config.model, "n_params": sum(p.numel() for p in model.parameters()),
             "n_train_windows": len(train_windows), "n_eval_windows": len(eval_windows)}
     return LmTarget(model=model, forward_fn=logits_of, module_names=list(config.modules), sample_batch=sample,
-                    output_loss="kl", info=info, tokenizer=tokenizer, held_out=held_out)
+                    output_loss="kl", info=info, tokenizer=tokenizer, held_out=held_out, blocks=decoder_stack(model))
