@@ -89,3 +89,21 @@ def test_an_embedding_target_keeps_every_block():
     model = component_model(target, ["model.embed_tokens"])
     assert model.n_skippable_blocks == 0
     assert model.run_target(torch.randint(0, 50, (2, 5))).prefix == []
+
+
+def test_a_block_with_a_forward_of_its_own_gets_it_back():
+    target = small_lm()
+    block = target.model.layers[0]
+    calls = []
+
+    def wrapped(*args, **kwargs):  # as accelerate's device hooks set one on the instance
+        calls.append(1)
+        return type(block).forward(block, *args, **kwargs)
+
+    block.forward = wrapped
+    model = component_model(target, [UP])
+    ids = torch.randint(0, 50, (2, 6))
+    passed = model.run_target(ids)
+    mask = {UP: LayerMask(mask=torch.ones(2, 6, 3))}
+    model.forward_masked(ids, mask, prefix=passed.prefix)
+    assert vars(block)["forward"] is wrapped and len(calls) == 1  # skipped in the masked pass, back after it

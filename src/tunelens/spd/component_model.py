@@ -235,13 +235,18 @@ class ComponentModel(nn.Module):
             yield
             return
         assert len(prefix) == len(self._skippable), f"{len(prefix)} recorded outputs for {len(self._skippable)} blocks"
+        # a block may already carry a forward of its own (accelerate's device hooks do): put that one back after
+        own = [vars(block).get("forward") for block in self._skippable]
         for block, output in zip(self._skippable, prefix):
             block.forward = lambda *args, _output=output, **kwargs: _output  # type: ignore[method-assign]
         try:
             yield
         finally:
-            for block in self._skippable:
-                del block.forward
+            for block, forward in zip(self._skippable, own):
+                if forward is None:
+                    del block.forward
+                else:
+                    block.forward = forward  # type: ignore[method-assign]
 
     def forward_target(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Target output and each decomposed layer's input."""
