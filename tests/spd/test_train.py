@@ -143,7 +143,7 @@ def test_subset_routing_routes_between_one_and_all_layers():
 
 
 def test_pattern_errors_join_a_groups_layers_and_use_each_patterns_kind():
-    # resid_mlp with two layers: 4 one-hot inputs, 4 subcomponents per layer; features 0 and 1 are computed in
+    # a group of two layers: 4 one-hot inputs, 4 subcomponents per layer; features 0 and 1 are computed in
     # layer a (by its subcomponents 2 and 0), features 2 and 3 in layer b (by its 1 and 2).
     a, b = torch.zeros(4, 4), torch.zeros(4, 4)
     a[0, 2] = a[1, 0] = b[2, 1] = b[3, 2] = 1.0
@@ -156,6 +156,18 @@ def test_pattern_errors_join_a_groups_layers_and_use_each_patterns_kind():
     c[:, 0] = d[:, 0] = d[:, 1] = 1.0
     assert pattern_errors({"c": c, "d": d}, [CiPattern(("c", "d"), "dense", 3)], 0.1) == {"c+d": 0}
     assert pattern_errors({"c": c, "d": d}, [CiPattern(("c", "d"), "dense", 2)], 0.1) == {"c+d": 4}  # 1 column too many
+
+
+def test_resid_mlp_patterns_are_per_layer():
+    from tunelens.spd.targets.resid_mlp import ResidMlp, ResidMlpTargetConfig, random_unit_embedding
+
+    config = ResidMlpTargetConfig(n_features=6, d_embed=8, d_mlp=3, n_layers=2)
+    weights = ResidMlp(6, 8, 3, 2, random_unit_embedding(6, 8, torch.Generator().manual_seed(0))).state_dict()
+    target = build_target(config, torch.device("cpu"), lambda m: None, weights)
+    assert target.ci_patterns == [CiPattern(("layers.0.mlp_in",), "identity", 6),
+                                  CiPattern(("layers.0.mlp_out",), "dense", 3),
+                                  CiPattern(("layers.1.mlp_in",), "identity", 6),
+                                  CiPattern(("layers.1.mlp_out",), "dense", 3)]
 
 
 def test_identity_variant_scores_its_hidden_layer_against_a_dense_pattern():

@@ -93,11 +93,12 @@ def build_resid_mlp_target(config: ResidMlpTargetConfig, device: torch.device, l
     model = ResidMlp(config.n_features, config.d_embed, config.d_mlp, config.n_layers, weights["W_E"])
     model.load_state_dict(weights)
     model = freeze(model.to(device))
-    mlp_in = tuple(f"layers.{i}.mlp_in" for i in range(config.n_layers))
-    mlp_out = tuple(f"layers.{i}.mlp_out" for i in range(config.n_layers))
     names = config.module_names()
-    patterns = [CiPattern(mlp_in, "identity", config.n_features),
-                CiPattern(mlp_out, "dense", config.d_mlp * config.n_layers)]
+    # per layer, as the paper and the reference's checks: every mlp_in one subcomponent per feature, every
+    # mlp_out one dense block as wide as the layer
+    patterns = [pattern for i in range(config.n_layers)
+                for pattern in (CiPattern((f"layers.{i}.mlp_in",), "identity", config.n_features),
+                                CiPattern((f"layers.{i}.mlp_out",), "dense", config.d_mlp))]
 
     def sample(batch_size: int) -> Tensor:
         return sparse_features(batch_size, config.n_features, config.feature_prob, -1.0, None, device)
