@@ -25,8 +25,9 @@ import torch
 
 from tunelens.registry import get_experiment
 from tunelens.runs import seed_everything
+from tunelens.spd.configs import SpdConfig
 from tunelens.spd.losses import OUTPUT_LOSSES
-from tunelens.spd.targets import build_target
+from tunelens.spd.targets import Target, build_target
 from tunelens.spd.train import build_component_model, make_optimizer, optimizer_step
 
 # experiment -> (seconds per step, batch size, threads, what was measured)
@@ -36,10 +37,15 @@ PEER = {
 }
 
 
-def time_steps(name: str, repeats: int, steps: int, overrides: list[str], full_passes: bool = False) -> list[float]:
+def load(name: str, overrides: list[str]) -> tuple[SpdConfig, Target]:
     config = get_experiment(name).load_config(assignments=overrides)
     seed_everything(config.seed)
-    target = build_target(config.target, torch.device("cpu"), lambda message: None)
+    return config, build_target(config.target, torch.device("cpu"), lambda message: None)
+
+
+def time_steps(config: SpdConfig, target: Target, repeats: int, steps: int, full_passes: bool = False
+               ) -> list[float]:
+    seed_everything(config.seed)
     if full_passes:
         target = dataclasses.replace(target, blocks=None)
     model = build_component_model(config, target)
@@ -73,22 +79,23 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     for name in args.names:
+        config, target = load(name, args.overrides)
         if args.compare_full_passes:  # alternate one repeat each, so both sides see the same machine state
             skip, full = [], []
             for _ in range(args.repeats):
-                skip += time_steps(name, 1, args.steps, args.overrides)
-                full += time_steps(name, 1, args.steps, args.overrides, full_passes=True)
+                skip += time_steps(config, target, 1, args.steps)
+                full += time_steps(config, target, 1, args.steps, full_passes=True)
             print(f"{name}\tfull passes\tmedian {statistics.median(full) * 1e3:.2f} ms/step\t"
                   f"({', '.join(f'{t * 1e3:.1f}' for t in full)})")
             times = skip
         else:
-            times = time_steps(name, args.repeats, args.steps, args.overrides)
+            times = time_steps(config, target, args.repeats, args.steps)
         median = statistics.median(times)
         print(f"{name}\tthreads={torch.get_num_threads()}\tmedian {median * 1e3:.2f} ms/step"
               f"\tmin {min(times) * 1e3:.2f}\tmax {max(times) * 1e3:.2f}\t({args.repeats}x{args.steps} steps)")
         if name in PEER:
             seconds, batch, threads, what = PEER[name]
-            ours_batch = get_experiment(name).load_config(assignments=args.overrides).optim.batch_size
+            ours_batch = config.optim.batch_size
             ratio = (median / ours_batch) / (seconds / batch)
             print(f"{name}\tpeer\t{seconds * 1e3:.2f} ms/step at batch {batch}, {threads} thread(s) ({what})\t"
                   f"per sample: ours {median / ours_batch * 1e6:.2f} us, peer {seconds / batch * 1e6:.2f} us, "

@@ -16,22 +16,24 @@ from torch import Tensor, nn
 from tunelens.config import UsageError
 
 
+def _layer_lists(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and name.endswith("layers")]
+
+
 def decoder_stack(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
     """The decoder stack's module name and the stack: the one ModuleList named `layers` (Llama, Qwen2, Gemma,
     OLMo-2 all use `model.layers`); None unless there is exactly one."""
-    candidates = [(name, m) for name, m in model.named_modules()
-                  if isinstance(m, nn.ModuleList) and name.endswith("layers")]
+    candidates = _layer_lists(model)
     return candidates[0] if len(candidates) == 1 else None
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The decoder stack (`decoder_stack`), or a one-line error naming what was found."""
-    stack = decoder_stack(model)
-    if stack is None:
-        n_found = sum(isinstance(m, nn.ModuleList) and name.endswith("layers") for name, m in model.named_modules())
+    candidates = _layer_lists(model)
+    if len(candidates) != 1:
         raise UsageError(f"cannot find the decoder layers of {type(model).__name__} (a single ModuleList "
-                         f"named '*layers'; found {n_found})")
-    return stack[1]
+                         f"named '*layers'; found {len(candidates)})")
+    return candidates[0][1]
 
 
 def _stream(output: Any) -> Tensor:

@@ -105,12 +105,12 @@ def leading_blocks(blocks: tuple[str, Sequence[nn.Module]] | None, names: Sequen
     layer; none when some decomposed layer lies outside every block (an embedding runs before them all)."""
     if blocks is None:
         return []
-    prefix, modules = blocks
+    list_name, modules = blocks
     indices = []
     for name in names:
-        if prefix and not name.startswith(f"{prefix}."):
+        if list_name and not name.startswith(f"{list_name}."):
             return []
-        head = name[len(prefix) + 1 if prefix else 0:].split(".", 1)[0]
+        head = name[len(list_name) + 1 if list_name else 0:].split(".", 1)[0]
         if not head.isdigit() or int(head) >= len(modules):
             return []
         indices.append(int(head))
@@ -168,9 +168,13 @@ class ComponentModel(nn.Module):
                                                        is_embedding=isinstance(module, nn.Embedding))
 
     @contextmanager
-    def _hooks(self, hooks: dict[str, Callable[[nn.Module, tuple, Tensor], Tensor | None]]) -> Iterator[None]:
-        """Forward hooks on the named target layers for the duration of the block, removed even on error."""
+    def _hooks(self, hooks: dict[str, Callable[[nn.Module, tuple, Tensor], Tensor | None]],
+               on_modules: Sequence[tuple[nn.Module, Callable[[nn.Module, tuple, Tensor], None]]] = ()
+               ) -> Iterator[None]:
+        """Forward hooks on the named target layers (and on the given modules) for the duration of the block,
+        removed even on error."""
         handles = [self.target.get_submodule(name).register_forward_hook(hook) for name, hook in hooks.items()]
+        handles += [module.register_forward_hook(hook) for module, hook in on_modules]
         try:
             yield
         finally:
@@ -215,13 +219,9 @@ class ComponentModel(nn.Module):
         def record_block(module: nn.Module, args: tuple, output: Tensor) -> None:
             prefix.append(output)
 
-        handles = [block.register_forward_hook(record_block) for block in self._skippable]
-        try:
-            with self._hooks({name: record(name) for name in self.names}), torch.no_grad():
-                out = self.forward_fn(self.target, x)
-        finally:
-            for handle in handles:
-                handle.remove()
+        with (self._hooks({name: record(name) for name in self.names},
+                          [(block, record_block) for block in self._skippable]), torch.no_grad()):
+            out = self.forward_fn(self.target, x)
         return TargetPass(out, inputs, outputs, prefix)
 
     @property

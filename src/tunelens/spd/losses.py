@@ -175,7 +175,8 @@ class StepInputs:
             inner={n: rows(a) for n, a in importances.inner.items()},
             layer_outputs={n: rows(o) for n, o in passed.outputs.items()},
             first_layer=next(iter(passed.inputs)), frac=1.0 if index is None else len(index) / len(x),
-            prefix=[rows(t) for t in passed.prefix] if all(isinstance(t, Tensor) for t in passed.prefix) else [])
+            # skipped blocks only where every row is kept (sequence targets); with a subset of rows, run them all
+            prefix=passed.prefix if index is None else [])
 
     @cached_property
     def weight_deltas(self) -> dict[str, Tensor]:
