@@ -124,3 +124,37 @@ def test_shortcut_losses_equal_full_batch_losses(fixed_draws, term, use_delta, f
         assert (g is None) == (e is None)
         if g is not None:
             assert torch.allclose(g, e, rtol=1e-4, atol=1e-6)
+
+
+def test_pgd_subset_routing_runs_unrouted_layers_as_the_target(monkeypatch):
+    """`pgd.routing: subset`: per example the chosen layers run under the adversarial masks, the others as the
+    target; with a fixed routing the loss and its gradients equal hand-built passes with that routing."""
+    torch.manual_seed(0)
+    model = ComponentModel(freeze(Mlp(fc1_bias=True)), call_module, {"fc1": 4, "fc2": 3}, "mlp", [4])
+    x = torch.randn(6, 6)
+    inputs = prepare(model, x)
+    lower, target_out = inputs.importances.lower, inputs.target_out
+    routing = torch.tensor([[True, False, True, True, False, False], [False, True, True, False, True, False]])
+    monkeypatch.setattr("tunelens.spd.losses.subset_routing", lambda shape, n, device: routing)
+    pgd = Pgd(n_steps=1, step_size=0.1, init="zeros", mask_scope="shared", routing="subset")
+    got = pgd_recon_loss(model, inputs, mse_output_loss, pgd, use_delta=False)
+
+    def full(src, detach):
+        masks = {n: LayerMask(mask=(g.detach() if detach else g) + (1 - (g.detach() if detach else g)) * src[n],
+                              routing=r) for (n, g), r in zip(lower.items(), routing)}
+        return mse_output_loss(model.forward_masked(x, masks, model.weight_deltas()), target_out)
+
+    src = {n: torch.zeros(g.shape[-1], requires_grad=True) for n, g in lower.items()}
+    grads = torch.autograd.grad(full(src, True), list(src.values()))
+    src = {n: (s + 0.1 * gr.sign()).clamp(0, 1).detach() for (n, s), gr in zip(src.items(), grads)}
+    expected = full(src, False)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-7)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for g, e in zip(torch.autograd.grad(got, params, retain_graph=True), torch.autograd.grad(expected, params)):
+        assert torch.allclose(g, e, rtol=1e-4, atol=1e-6)
+    # every layer routed to the target on every example: the output is the target's, nothing to reconstruct
+    monkeypatch.setattr("tunelens.spd.losses.subset_routing", lambda shape, n, device: torch.zeros_like(routing))
+    assert pgd_recon_loss(model, inputs, mse_output_loss, pgd, use_delta=False).item() == pytest.approx(0, abs=1e-10)
+    # "all" ignores the subset draw
+    all_layers = pgd_recon_loss(model, inputs, mse_output_loss, pgd.model_copy(update={"routing": "all"}), False)
+    assert all_layers.item() > 1e-6

@@ -64,6 +64,9 @@ class Pgd(_Section):
     init: Literal["random", "ones", "zeros"] = Field("random", description="Initial sources.")
     mask_scope: Literal["per_example", "shared"] = Field("per_example", description="One source set per example, "
                                                          "or one shared by the batch.")
+    routing: Literal["all", "subset"] = Field("all", description="Every layer under the adversarial masks, or per "
+                                              "example a random subset of k ~ U{1..L} layers (the others run as the "
+                                              "target), drawn once per step as in the subset loss.")
 
 
 class Optimization(_Section):

@@ -12,8 +12,9 @@ The reconstruction losses are output losses of masked forward passes of a `Compo
 - layerwise         one layer at a time under stochastic masks, the others running as the target
 - subset            per example, a random subset of k ~ U{1..L} layers under stochastic masks
 - importance-masked every layer with m = g
-- adversarial (pgd) every layer with m = g + (1 − g)·s, the sources s ∈ [0, 1] chosen by signed-gradient
-                    ascent to make the reconstruction as bad as possible
+- adversarial (pgd) every layer (or, with `pgd.routing: subset`, a random subset of layers as above) with
+                    m = g + (1 − g)·s, the sources s ∈ [0, 1] chosen by signed-gradient ascent to make the
+                    reconstruction as bad as possible
 The reconstruction losses run on the rows whose output can differ from the target's (`active_rows`), a
 layer that sees the input the target forward recorded (the first layer to run; in the layerwise loss the one
 replaced) reuses its inner activations and target output instead of recomputing them, and the target's blocks
@@ -247,6 +248,9 @@ def pgd_recon_loss(model: ComponentModel, inputs: StepInputs, output_loss: Outpu
             return torch.rand(shape, device=device)
         return torch.full(shape, 1.0 if pgd.init == "ones" else 0.0, device=device)
 
+    routing = (dict(zip(model.names, subset_routing(next(iter(lower.values())).shape[:-1], len(model.names),
+                                                    rows.x.device)))
+               if pgd.routing == "subset" else {})
     sources = {n: init(source_shape(g), g.device) for n, g in lower.items()}
     delta_sources = ({n: init(tuple(g.shape[:-1]) if pgd.mask_scope == "per_example" else (), g.device)
                       for n, g in lower.items()} if use_delta else {})
@@ -256,7 +260,7 @@ def pgd_recon_loss(model: ComponentModel, inputs: StepInputs, output_loss: Outpu
         for name, g in lower.items():
             g = g.detach() if detach else g
             delta = dsrc[name].expand(g.shape[:-1]) if use_delta else None
-            out[name] = LayerMask(mask=g + (1 - g) * src[name], delta_mask=delta,
+            out[name] = LayerMask(mask=g + (1 - g) * src[name], delta_mask=delta, routing=routing.get(name),
                                   **rows.recorded(name, name == first, detach))
         return out
 
