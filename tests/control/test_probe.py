@@ -74,3 +74,20 @@ def test_sad_wording_is_decoded_from_the_package_data(micro):
     assert "Total Variation Distance" in conversation[-1]["content"] and style.prefill == "My answer is:"
     icl = default_samples([], 1, "eval", seed=0, cases=["icl_random_words"])[0]
     assert len(messages(icl, style)) == 11  # the 5 distribution examples replace the 11 generic ones
+
+
+def test_few_shot_off_drops_the_example_turns_and_long_prompts_are_flagged(micro):
+    from tunelens.control.prompts import context_length, over_context
+
+    model, tokenizer = micro
+    sample = default_samples(["about", "above"], 1, "eval", seed=0, cases=["given_words"])[0]
+    for name in ("tunelens", "sad"):
+        short = messages(sample, prompt_style(name, few_shot=False))
+        assert len(short) == 1 and short[0] == messages(sample, prompt_style(name))[-1]
+    text = tokenizer.decode(render(tokenizer, short, "My answer is:", chat="never"))
+    assert "Name an animal" not in text and text.endswith("My answer is:")
+    assert context_length(model) == model.config.max_position_embeddings
+    assert over_context([[1] * 10, [1] * 12], 12) is None
+    warning = over_context([[1] * 10, [1] * 13, [1] * 20], 12)
+    assert warning.startswith("warning: 2 of 3 prompts are longer than the model's 12 positions (longest 20")
+    assert over_context([[1] * 500], None) is None  # no stated context, nothing to say

@@ -51,6 +51,8 @@ class OutputControlConfig(TunelensConfig):
     prompt_style: Literal["tunelens", "sad"] = Field("tunelens", description="The project's own wording, or "
                                                      "SAD's templates and in-context examples.")
     prefill: str | None = Field(None, description="Text the answer follows; null = the style's ('My answer is:').")
+    few_shot: bool = Field(True, description="The style's example turns before the question; false drops them "
+                           "(for models whose context is shorter than the prompt).")
     # samples
     sample_set: SampleSet = Field("default", description="default: held-out words and seeds; sad: SAD's draws.")
     cases: list[Case] = Field(default_factory=lambda: list(CASES), min_length=1, description="Cases to run.")
@@ -122,7 +124,7 @@ def evaluate_model(model, tokenizer, samples: Sequence[Sample], style, chat: Cha
                    device: torch.device | str, log: Callable[[str], None] = lambda m: None) -> list[dict[str, Any]]:
     """One record per sample, in order: scored in both modes, or skipped with the reason."""
     from tunelens.control.probe import answer_tokens, probe, vocab_index
-    from tunelens.control.prompts import encode_samples
+    from tunelens.control.prompts import context_length, encode_samples, over_context
     from tunelens.control.scoring import score_record, skipped_record
 
     given_words = sorted({w for s in samples if s.is_given for w in s.words})
@@ -133,6 +135,8 @@ def evaluate_model(model, tokenizer, samples: Sequence[Sample], style, chat: Cha
     target_keys = torch.tensor([[int(index.key_of_token[tokens[w]]) for w in s.words] if s.is_given else [-1, -1]
                                 for s in usable], dtype=torch.long).view(-1, 2)
     prompts = encode_samples(tokenizer, usable, style, chat)
+    if (warning := over_context(prompts, context_length(model))) is not None:
+        log(warning)
     readout = probe(model, prompts, tokenizer.pad_token_id, index, target_keys, top_k, batch_size, device)
     scored = {}
     for row, sample in enumerate(usable):
@@ -208,7 +212,7 @@ def run(config: OutputControlConfig, run: Run) -> dict[str, Any]:
     from tunelens.lm.loading import load_tokenizer
 
     device = resolve_device(config.device)
-    style = prompt_style(config.prompt_style, config.prefill)
+    style = prompt_style(config.prompt_style, config.prefill, config.few_shot)
     sources = {name: resolve_source(name) for name in config.models}
     if config.adapter is not None:  # before anything slow
         for source in sources.values():

@@ -38,6 +38,8 @@ class OutputControlFinetuneConfig(TunelensConfig):
     chat: ChatMode = Field("auto", description="Chat template with a real prefill (auto: when there is one).")
     prompt_style: Literal["tunelens", "sad"] = Field("tunelens", description="Prompt wording (training and eval).")
     prefill: str | None = Field(None, description="Text the answer follows; null = the style's.")
+    few_shot: bool = Field(True, description="The style's example turns before the question (training and eval); "
+                           "false drops them (for models whose context is shorter than the prompt).")
     loss: LossKind = Field("tvd", description="tvd or kl, over [word1, word2, rest] at the answer position.")
     train_cases: list[Case] = Field(default_factory=lambda: list(CASES), min_length=1, description="Cases trained.")
     eval_cases: list[Case] = Field(default_factory=lambda: list(CASES), min_length=1, description="Cases evaluated.")
@@ -137,7 +139,7 @@ def run(config: OutputControlFinetuneConfig, run: Run) -> dict[str, Any]:
     from tunelens.lm.trainer import Hooks, mean_loss, train
 
     device = resolve_device(config.device)
-    style = prompt_style(config.prompt_style, config.prefill)
+    style = prompt_style(config.prompt_style, config.prefill, config.few_shot)
     model, tokenizer, source = load(config.model, config.dtype, device)
     usable_train, usable_eval = training_and_held_out_words(tokenizer, config.train_words, config.eval_frac,
                                                             config.sample_seed, style.prefill)

@@ -56,8 +56,9 @@ class PromptStyle:
     prefill: str
 
 
-def prompt_style(name: PromptStyleName, prefill: str | None = None) -> PromptStyle:
-    """The wording; `prefill` None keeps the style's own."""
+def prompt_style(name: PromptStyleName, prefill: str | None = None, few_shot: bool = True) -> PromptStyle:
+    """The wording; `prefill` None keeps the style's own; `few_shot` False drops the example turns before the
+    question (for models whose context is shorter than the prompt with them)."""
     if name == "tunelens":
         templates = {"given_words": GIVEN_WORDS, "random_words": RANDOM_WORDS, "icl_random_words": RANDOM_WORDS}
         prefixes = {"given_words": FORMAT_EXAMPLES, "random_words": FORMAT_EXAMPLES,
@@ -74,6 +75,8 @@ def prompt_style(name: PromptStyleName, prefill: str | None = None) -> PromptSty
         own_prefill = sad["prefill"]
     else:
         raise ValueError(f"unknown prompt style {name!r}")
+    if not few_shot:
+        prefixes = {case: [] for case in prefixes}
     return PromptStyle(name, templates, prefixes, own_prefill if prefill is None else prefill)
 
 
@@ -93,6 +96,22 @@ def render(tokenizer, conversation: Sequence[Message], prefill: str, chat: ChatM
         text = render_chat_messages(tokenizer, conversation, prefill)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
     return tokenizer("\n\n".join([*(m["content"] for m in conversation), prefill]))["input_ids"]
+
+
+def context_length(model) -> int | None:
+    """The positions the model was built for (`max_position_embeddings`), where its config says."""
+    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
+
+
+def over_context(prompts: Sequence[Sequence[int]], n_positions: int | None) -> str | None:
+    """A one-line warning when prompts are longer than the model's context, else None."""
+    longest = max((len(p) for p in prompts), default=0)
+    if n_positions is None or longest <= n_positions:
+        return None
+    n_over = sum(len(p) > n_positions for p in prompts)
+    return (f"warning: {n_over} of {len(prompts)} prompts are longer than the model's {n_positions} positions "
+            f"(longest {longest} tokens); its distribution there is outside what it was trained on "
+            f"(few_shot: false drops the example turns)")
 
 
 def encode_samples(tokenizer, samples: Sequence[Sample], style: PromptStyle, chat: ChatMode) -> list[list[int]]:
