@@ -113,6 +113,12 @@ def subset_routing(batch_shape: torch.Size, n_layers: int, device: torch.device)
     return ranks < k
 
 
+def subset_routes(rows: ReconRows, names: list[str]) -> dict[str, Bool[Tensor, "..."]]:
+    """Per layer, whether each reconstruction row runs it under its mask (a fresh `subset_routing` draw)."""
+    batch_shape = next(iter(rows.lower.values())).shape[:-1]
+    return dict(zip(names, subset_routing(batch_shape, len(names), rows.x.device)))
+
+
 # ------------------------------------------------------------------------------- reconstruction losses
 
 
@@ -219,8 +225,7 @@ def stochastic_recon_subset_loss(model: ComponentModel, inputs: StepInputs, outp
     total = 0.0
     for _ in range(n_samples):
         masks = draw_masks(rows, use_delta, cached=[rows.first_layer])
-        routing = subset_routing(next(iter(rows.lower.values())).shape[:-1], len(model.names), rows.x.device)
-        for route, name in zip(routing, model.names):
+        for name, route in subset_routes(rows, model.names).items():
             masks[name].routing = route
         total = total + masked_recon(model, inputs, output_loss, masks)
     return total / n_samples  # type: ignore[return-value]
@@ -248,9 +253,7 @@ def pgd_recon_loss(model: ComponentModel, inputs: StepInputs, output_loss: Outpu
             return torch.rand(shape, device=device)
         return torch.full(shape, 1.0 if pgd.init == "ones" else 0.0, device=device)
 
-    routing = (dict(zip(model.names, subset_routing(next(iter(lower.values())).shape[:-1], len(model.names),
-                                                    rows.x.device)))
-               if pgd.routing == "subset" else {})
+    routing = subset_routes(rows, model.names) if pgd.routing == "subset" else {}
     sources = {n: init(source_shape(g), g.device) for n, g in lower.items()}
     delta_sources = ({n: init(tuple(g.shape[:-1]) if pgd.mask_scope == "per_example" else (), g.device)
                       for n, g in lower.items()} if use_delta else {})
