@@ -77,7 +77,8 @@ def test_sad_wording_is_decoded_from_the_package_data(micro):
 
 
 def test_few_shot_off_drops_the_example_turns_and_long_prompts_are_flagged(micro):
-    from tunelens.control.prompts import context_length, over_context
+    from tunelens.control.prompts import over_context
+    from tunelens.lm.loading import context_length
 
     model, tokenizer = micro
     sample = default_samples(["about", "above"], 1, "eval", seed=0, cases=["given_words"])[0]

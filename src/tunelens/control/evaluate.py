@@ -124,8 +124,9 @@ def evaluate_model(model, tokenizer, samples: Sequence[Sample], style, chat: Cha
                    device: torch.device | str, log: Callable[[str], None] = lambda m: None) -> list[dict[str, Any]]:
     """One record per sample, in order: scored in both modes, or skipped with the reason."""
     from tunelens.control.probe import answer_tokens, probe, vocab_index
-    from tunelens.control.prompts import context_length, encode_samples, over_context
+    from tunelens.control.prompts import encode_samples, over_context
     from tunelens.control.scoring import score_record, skipped_record
+    from tunelens.lm.loading import context_length
 
     given_words = sorted({w for s in samples if s.is_given for w in s.words})
     tokens = answer_tokens(tokenizer, given_words, style.prefill)

@@ -98,11 +98,6 @@ def render(tokenizer, conversation: Sequence[Message], prefill: str, chat: ChatM
     return tokenizer("\n\n".join([*(m["content"] for m in conversation), prefill]))["input_ids"]
 
 
-def context_length(model) -> int | None:
-    """The positions the model was built for (`max_position_embeddings`), where its config says."""
-    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
-
-
 def over_context(prompts: Sequence[Sequence[int]], n_positions: int | None) -> str | None:
     """A one-line warning when prompts are longer than the model's context, else None."""
     longest = max((len(p) for p in prompts), default=0)

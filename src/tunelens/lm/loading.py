@@ -67,6 +67,11 @@ def load_model(name_or_path: str | Path, dtype: torch.dtype = torch.float32, dev
     return model.eval()
 
 
+def context_length(model) -> int | None:
+    """The positions the model was built for (`max_position_embeddings`), where its config says."""
+    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
+
+
 def quantization_config(quantize: str, device: torch.device, double_quant: bool = False):
     if quantize not in ("4bit", "8bit"):
         raise UsageError(f"quantize must be 4bit, 8bit or None, got '{quantize}'")
